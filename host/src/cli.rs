@@ -1,0 +1,294 @@
+//! Command-line parsing. Each command parses its arguments and calls the library.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt as _;
+
+use crate::config::HostConfig;
+use crate::{dev, harness, host, telemetry, transport};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "A host for WebAssembly event handlers on NATS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host: load plugins, subscribe, handle events until SIGINT/SIGTERM.
+    Up(UpArgs),
+    /// Run a plugin on fixture events, without NATS; exit 1 on a failure or mismatch.
+    Test(TestArgs),
+    /// Publish messages (a small producer for demos and checks).
+    Pub(PubArgs),
+    /// Print messages arriving on a subject.
+    Sub(SubArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The host config; default ./weir.toml when it exists, else built-in defaults.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Load every bundle folder inside DIR (repeatable; replaces plugins.dirs).
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+    /// NATS URL (replaces nats.url).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    pub nats: Option<String>,
+    /// Start a local nats-server with JetStream if none answers at the URL.
+    #[arg(long)]
+    pub dev: bool,
+    /// Where --dev keeps the server's store.
+    #[arg(long, value_name = "DIR", default_value = ".weir")]
+    pub data_dir: PathBuf,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The bundle folder (holding plugin.toml).
+    pub bundle: PathBuf,
+    /// Fixture files: JSON objects (or arrays of them) with subject, payload /
+    /// payload_json / payload_b64, headers, reply_to, attempt.
+    #[arg(long = "event", short = 'e', value_name = "FILE", required = true, num_args = 1..)]
+    pub events: Vec<PathBuf>,
+    /// Expected results, one per event, in order: {"outputs": [...]} or {"failure": {"kind": ...}}.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    pub subject: String,
+    /// The payload; `{n}` is replaced by the message number (1-based).
+    #[arg(default_value = "")]
+    pub payload: String,
+    /// A header NAME:VALUE (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// How many messages to publish.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Send as requests and print each reply.
+    #[arg(long)]
+    pub request: bool,
+    /// Reply timeout for --request.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    pub timeout_ms: u64,
+    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    pub subject: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Print one JSON object per message.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Run a parsed command; `Ok` carries the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Test(args) => test(args).await,
+        Command::Pub(args) => publish(args).await,
+        Command::Sub(args) => subscribe(args).await,
+    }
+}
+
+fn load_config(args: &ConfigArgs) -> anyhow::Result<HostConfig> {
+    match &args.config {
+        Some(path) => Ok(HostConfig::load(path)?),
+        None if Path::new("weir.toml").is_file() => Ok(HostConfig::load(Path::new("weir.toml"))?),
+        None => Ok(HostConfig::default()),
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init("info", args.log_json);
+    let mut config = load_config(&args.config)?;
+    if !args.plugins.is_empty() {
+        config.plugins.dirs = args.plugins.clone();
+    }
+    if let Some(url) = &args.nats {
+        config.nats.url = url.clone();
+    }
+    let _dev_server = if args.dev {
+        let url = config.nats.url.clone();
+        let data_dir = args.data_dir.clone();
+        tokio::task::spawn_blocking(move || dev::ensure_nats(&url, &data_dir)).await??
+    } else {
+        None
+    };
+    host::run(&config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init("warn,weir::plugin=off", false);
+    let config = load_config(&args.config)?;
+    let report = harness::run(&config, &args.bundle, &args.events, args.expect.as_deref()).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        harness::print_human(&report, &mut out)?;
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init("warn", false);
+    let mut pairs = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("--header {h:?}: expected NAME:VALUE"))?;
+        pairs.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let headers = transport::to_header_map(&pairs)?;
+    let client = async_nats::connect(&args.nats)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats))?;
+    let mut out = std::io::stdout().lock();
+    for n in 1..=args.count {
+        let payload = args.payload.replace("{n}", &n.to_string());
+        if args.request {
+            let request = async_nats::Request::new()
+                .payload(payload.into())
+                .headers(headers.clone())
+                .timeout(Some(Duration::from_millis(args.timeout_ms)));
+            let reply = client
+                .send_request(args.subject.clone(), request)
+                .await
+                .with_context(|| format!("request {n} to {:?}", args.subject))?;
+            let error = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Service-Error"))
+                .map(|v| v.as_str().to_owned());
+            match error {
+                Some(e) => writeln!(out, "error reply: {e}")?,
+                None => writeln!(out, "{}", String::from_utf8_lossy(&reply.payload))?,
+            }
+        } else {
+            client
+                .publish_with_headers(args.subject.clone(), headers.clone(), payload.into())
+                .await?;
+        }
+    }
+    client.flush().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init("warn", false);
+    let client = async_nats::connect(&args.nats)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats))?;
+    let mut sub = client.subscribe(args.subject.clone()).await?;
+    let mut seen = 0u64;
+    while let Some(msg) = sub.next().await {
+        let headers = msg
+            .headers
+            .as_ref()
+            .map(transport::from_header_map)
+            .unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let line = serde_json::json!({
+                "subject": msg.subject.as_str(),
+                "headers": headers,
+                "payload": String::from_utf8_lossy(&msg.payload),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "[{}] {}", msg.subject, String::from_utf8_lossy(&msg.payload))?;
+            for (k, v) in &headers {
+                writeln!(out, "    {k}: {v}")?;
+            }
+        }
+        out.flush()?;
+        seen += 1;
+        if args.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,30 @@
+//! weir: a host for WebAssembly event handlers on NATS.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//!
+//! - [`config`]: `weir.toml` and `plugin.toml`, parsed strictly.
+//! - [`bundle`]: a plugin folder read from disk, its component checked and hashed.
+//! - [`transport`]: NATS — connection, subscriptions, the publishing sink.
+//! - [`pipeline`]: per event — attempt, decide (done / retry / dead-letter),
+//!   dead letters and error replies. Knows nothing of NATS.
+//! - [`sandbox`]: wasmtime — engine, pooling, epochs, limits, fresh or warm
+//!   instances. Knows nothing of retries.
+//! - [`policy`]: what a plugin may publish.
+//! - [`host`]: `weir up` — ties the above together and stops gracefully.
+//! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
+//! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] are the edges.
+
+pub mod bundle;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod event;
+pub mod harness;
+pub mod host;
+pub mod pipeline;
+pub mod policy;
+pub mod sandbox;
+pub mod telemetry;
+pub mod transport;

@@ -1,0 +1,310 @@
+//! Running one event in a plugin: a fresh instance per event, or a warm one
+//! taken from the plugin's pool (`isolation = "reuse"`), under a deadline
+//! (epoch interruption plus a tokio timeout) and a memory limit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{Handler, HandlerPre, WitEvent, WitFailure, WitPrincipal};
+use super::state::{CallState, PluginShared, State};
+use super::{Prepared, Runtime};
+use crate::config::{Isolation, Limits};
+use crate::event::{Event, Failure, FailureKind, LogLine, Message};
+use crate::policy::OutputPolicy;
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Every message to publish (those given to `host.publish`, then the
+    /// returned ones), or why the attempt failed.
+    pub result: Result<Vec<Message>, Failure>,
+    /// Log lines, when the executor was built to capture them.
+    pub logs: Vec<LogLine>,
+}
+
+/// A handler compiled into the host, run through the same output checks as a
+/// plugin: the native baseline of the benchmarks.
+pub type NativeHandler = Arc<dyn Fn(&Event) -> Result<Vec<Message>, Failure> + Send + Sync>;
+
+/// One plugin's way of running events.
+pub struct Executor {
+    inner: Inner,
+}
+
+enum Inner {
+    Wasm(Box<WasmExecutor>),
+    Native {
+        shared: Arc<PluginShared>,
+        handler: NativeHandler,
+    },
+}
+
+struct WasmExecutor {
+    engine: Engine,
+    pre: HandlerPre<State>,
+    shared: Arc<PluginShared>,
+    isolation: Isolation,
+    max_events_per_instance: u32,
+    timeout: Duration,
+    /// The deadline in epoch ticks: the timeout, rounded up, plus one tick.
+    deadline_ticks: u64,
+    /// The tokio timeout: a backstop for the rare host call epochs cannot
+    /// interrupt, a little later than the epoch deadline.
+    hard_timeout: Duration,
+    /// Warm instances (reuse isolation only), at most `max_in_flight` of them.
+    warm: Mutex<Vec<Warm>>,
+}
+
+struct Warm {
+    store: Store<State>,
+    handler: Handler,
+    served: u32,
+}
+
+impl Executor {
+    pub fn new(
+        runtime: &Runtime,
+        prepared: Prepared,
+        shared: PluginShared,
+        limits: &Limits,
+    ) -> Self {
+        Self {
+            inner: Inner::Wasm(Box::new(WasmExecutor::new(runtime, prepared, shared, limits))),
+        }
+    }
+
+    /// An executor for a handler compiled into the host (benchmarks' baseline).
+    pub fn native(shared: PluginShared, handler: NativeHandler) -> Self {
+        Self {
+            inner: Inner::Native {
+                shared: Arc::new(shared),
+                handler,
+            },
+        }
+    }
+
+    pub fn plugin(&self) -> &str {
+        match &self.inner {
+            Inner::Wasm(w) => &w.shared.name,
+            Inner::Native { shared, .. } => &shared.name,
+        }
+    }
+
+    /// Run one attempt of `event`.
+    pub async fn run(&self, event: &Event) -> RunOutput {
+        match &self.inner {
+            Inner::Wasm(w) => w.run(event).await,
+            Inner::Native { shared, handler } => {
+                let mut call = CallState::default();
+                call.begin(&event.id, event.reply_to.as_deref());
+                let result = handler(event).and_then(|messages| {
+                    collect_outputs(&mut call, &shared.policy, messages.into_iter())
+                });
+                RunOutput {
+                    result,
+                    logs: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// Check the returned messages after those already published, and hand out
+/// all of them, or the first refusal.
+fn collect_outputs(
+    call: &mut CallState,
+    policy: &OutputPolicy,
+    returned: impl Iterator<Item = Message>,
+) -> Result<Vec<Message>, Failure> {
+    for msg in returned {
+        // The first refusal is kept in `refused`; stop at it.
+        if call.push_output(policy, msg).is_err() {
+            break;
+        }
+    }
+    if let Some(refused) = call.refused.take() {
+        return Err(refused);
+    }
+    call.output_bytes = 0;
+    Ok(std::mem::take(&mut call.outputs))
+}
+
+impl WasmExecutor {
+    fn new(runtime: &Runtime, prepared: Prepared, shared: PluginShared, limits: &Limits) -> Self {
+        let tick = runtime.epoch_tick().as_millis().max(1) as u64;
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        Self {
+            engine: runtime.engine().clone(),
+            pre: prepared.pre,
+            shared: Arc::new(shared),
+            isolation: limits.isolation,
+            max_events_per_instance: limits.max_events_per_instance,
+            timeout,
+            deadline_ticks: limits.timeout_ms.div_ceil(tick) + 1,
+            hard_timeout: timeout + Duration::from_millis(3 * tick + 50),
+            warm: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn run(&self, event: &Event) -> RunOutput {
+        let warm = match self.take_warm() {
+            Some(warm) => Ok(warm),
+            None => self.instantiate().await,
+        };
+        let mut warm = match warm {
+            Ok(warm) => warm,
+            Err(failure) => {
+                return RunOutput {
+                    result: Err(failure),
+                    logs: Vec::new(),
+                };
+            }
+        };
+
+        warm.store
+            .data_mut()
+            .call
+            .begin(&event.id, event.reply_to.as_deref());
+        warm.store.set_epoch_deadline(self.deadline_ticks);
+        let input = to_wit(event);
+        let called = tokio::time::timeout(
+            self.hard_timeout,
+            warm.handler.call_handle(&mut warm.store, &input),
+        )
+        .await;
+
+        let state = warm.store.data_mut();
+        // Whether the instance may serve another event: only if the guest
+        // returned normally (its state is whatever it left, by its own choice).
+        let (result, healthy) = match called {
+            Err(_elapsed) => (Err(self.timed_out()), false),
+            Ok(Err(error)) => (Err(self.classify(error, state)), false),
+            Ok(Ok(returned)) => (self.finish(state, returned), true),
+        };
+        let logs = std::mem::take(&mut state.call.logs);
+        state.limiter.hit = false;
+        warm.served += 1;
+        if healthy
+            && self.isolation == Isolation::Reuse
+            && warm.served < self.max_events_per_instance
+        {
+            self.put_warm(warm);
+        }
+        RunOutput { result, logs }
+    }
+
+    fn finish(
+        &self,
+        state: &mut State,
+        returned: Result<Vec<super::bindings::WitMessage>, WitFailure>,
+    ) -> Result<Vec<Message>, Failure> {
+        let returned = match returned {
+            Ok(messages) => messages,
+            Err(failure) => {
+                // A refused publish outranks what the handler said after it.
+                if let Some(refused) = state.call.refused.take() {
+                    return Err(refused);
+                }
+                return Err(match failure {
+                    WitFailure::Retry(m) => Failure::new(FailureKind::Retry, m),
+                    WitFailure::Reject(m) => Failure::new(FailureKind::Reject, m),
+                });
+            }
+        };
+        let returned = returned.into_iter().map(|msg| Message {
+            subject: msg.subject,
+            payload: msg.payload.into(),
+            headers: msg.headers,
+        });
+        collect_outputs(&mut state.call, &state.shared.policy, returned)
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::new(
+            FailureKind::Timeout,
+            format!("timed out after {} ms", self.timeout.as_millis()),
+        )
+    }
+
+    fn classify(&self, error: wasmtime::Error, state: &State) -> Failure {
+        let trap = error.downcast_ref::<Trap>().copied();
+        if trap == Some(Trap::Interrupt) {
+            return self.timed_out();
+        }
+        if state.limiter.hit {
+            return Failure::new(
+                FailureKind::Memory,
+                format!(
+                    "exceeded its memory limit of {} MiB",
+                    self.shared.memory_bytes / (1024 * 1024)
+                ),
+            );
+        }
+        let mut message = match trap {
+            Some(Trap::StackOverflow) => "wasm trap: call stack exhausted".to_owned(),
+            Some(trap) => format!("wasm trap: {trap}"),
+            None => format!("{error:#}"),
+        };
+        if let Some(last) = &state.call.last_error {
+            message.push_str(" (last error log: ");
+            message.push_str(last);
+            message.push(')');
+        }
+        Failure::new(FailureKind::Trap, message)
+    }
+
+    async fn instantiate(&self) -> Result<Warm, Failure> {
+        let mut store = Store::new(&self.engine, State::new(self.shared.clone()));
+        store.limiter(|state| &mut state.limiter);
+        // Start functions run at instantiation: they get a deadline too.
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instantiated =
+            tokio::time::timeout(self.hard_timeout, self.pre.instantiate_async(&mut store)).await;
+        match instantiated {
+            Ok(Ok(handler)) => Ok(Warm {
+                store,
+                handler,
+                served: 0,
+            }),
+            Ok(Err(error)) => {
+                let failure = self.classify(error, store.data());
+                Err(Failure::new(
+                    failure.kind,
+                    format!("cannot instantiate: {}", failure.message),
+                ))
+            }
+            Err(_elapsed) => Err(self.timed_out()),
+        }
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        if self.isolation != Isolation::Reuse {
+            return None;
+        }
+        self.warm.lock().ok()?.pop()
+    }
+
+    fn put_warm(&self, warm: Warm) {
+        if let Ok(mut pool) = self.warm.lock() {
+            pool.push(warm);
+        }
+    }
+}
+
+fn to_wit(event: &Event) -> WitEvent {
+    WitEvent {
+        id: event.id.clone(),
+        subject: event.subject.clone(),
+        payload: event.payload.to_vec(),
+        headers: event.headers.clone(),
+        reply_to: event.reply_to.clone(),
+        attempt: event.attempt,
+        principal: event.principal.as_ref().map(|p| WitPrincipal {
+            subject: p.subject.clone(),
+            issuer: p.issuer.clone(),
+            claims: p.claims.clone(),
+        }),
+    }
+}

@@ -1,0 +1,153 @@
+//! The sandbox: one wasmtime engine for all plugins (component model, async,
+//! pooling allocator, epoch interruption), a deny-by-default WASI, and an
+//! [`Executor`] per plugin that runs one event in a fresh or a warm instance.
+//!
+//! The sandbox knows nothing of NATS or retries: it turns an [`Event`] into a
+//! [`RunOutput`], the outputs or the failure of one attempt.
+
+mod bindings;
+mod cache;
+mod executor;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use executor::{Executor, NativeHandler, RunOutput};
+pub use state::{PluginShared, State};
+
+use crate::config::SandboxConfig;
+
+/// Things a plugin can fail to load with, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot compile the component: {0:#}")]
+    Compile(anyhow::Error),
+    #[error(
+        "the component does not fit the weir:plugin/handler world (wit/ in the weir repository): {0:#}"
+    )]
+    World(anyhow::Error),
+}
+
+/// The engine and linker every plugin shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    /// Where compiled components are kept, keyed by wasm hash and engine.
+    cache_dir: Option<PathBuf>,
+    epoch_tick: Duration,
+    /// Stops the epoch ticker thread when the runtime is dropped.
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = config.max_instances;
+        // Guests like componentize-py's hold a dozen core instances and
+        // thousands of table entries: size for them, not for the defaults.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_tables_per_module(8)
+            .max_memories_per_module(2)
+            .table_elements(50_000)
+            .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
+            .max_unused_warm_slots(instances.min(100));
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .max_wasm_stack(512 * 1024)
+            .async_stack_size(2 * 1024 * 1024);
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("cannot configure the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI into the sandbox")?;
+        bindings::Handler::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot link the weir host interface")?;
+
+        let epoch_tick = Duration::from_millis(config.epoch_tick_ms);
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), epoch_tick, ticker_stop.clone())?;
+
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: config.resolved_cache_dir(),
+            epoch_tick,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile (or fetch from the cache) a component and check that it is a
+    /// handler, ready to be instantiated for events.
+    pub fn prepare(&self, wasm: &[u8], sha256: &[u8; 32]) -> Result<Prepared, LoadError> {
+        let component = cache::load_or_compile(&self.engine, self.cache_dir.as_deref(), wasm, sha256)
+            .map_err(LoadError::Compile)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::World(e.into()))?;
+        let pre = bindings::HandlerPre::new(pre).map_err(|e| LoadError::World(e.into()))?;
+        Ok(Prepared { pre })
+    }
+
+    pub fn epoch_tick(&self) -> Duration {
+        self.epoch_tick
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A component checked against the world, ready for an [`Executor`].
+pub struct Prepared {
+    pre: bindings::HandlerPre<State>,
+}
+
+/// Compile a component without instantiating it (for `weir` tooling and tests).
+pub fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
+    Ok(Component::new(engine, wasm)?)
+}
+
+/// Epoch interruption needs a clock: one thread bumps the engine's epoch every
+/// tick; a store's deadline is a number of ticks.
+fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
+}

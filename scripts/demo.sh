@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The main job, from a fresh machine: install what is missing, build the host
+# and the example plugins, start `weir up --dev` (which starts a local
+# nats-server with JetStream), and keep events flowing through it:
+# orders into enrich-order, requests into echo, and now and then a bad order
+# that lands in the dead-letter queue. Ctrl-C stops everything gracefully.
+# DEMO_SECONDS=N stops after N seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/build-plugins.sh
+cargo build -p weir-host
+weir=target/debug/weir
+url=${WEIR_NATS_URL:-nats://127.0.0.1:4222}
+export WEIR_NATS_URL=$url
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+"$weir" up --dev --plugins plugins --data-dir target/demo &
+pids+=($!)
+
+echo "demo: waiting for the host to answer on demo.echo.hello"
+for _ in $(seq 1 600); do
+  if "$weir" pub --request --timeout-ms 500 demo.echo.hello "hello, weir" 2>/dev/null; then break; fi
+  sleep 0.5
+done
+
+"$weir" sub 'orders.enriched.>' &
+pids+=($!)
+"$weir" sub 'orders.large' &
+pids+=($!)
+"$weir" sub 'weir.dlq.>' &
+pids+=($!)
+
+start=$(date +%s)
+n=0
+while :; do
+  n=$((n + 1))
+  qty=$(( (n % 7) + 1 ))
+  "$weir" pub -H "trace-id:demo-$n" "orders.created.eu" \
+    "{\"id\":\"o-$n\",\"customer\":\"c-$((n % 3))\",\"items\":[{\"sku\":\"A\",\"qty\":$qty,\"unit_price\":49.5},{\"sku\":\"B\",\"qty\":1,\"unit_price\":12.0}]}"
+  if (( n % 5 == 0 )); then
+    "$weir" pub "orders.created.eu" "{\"id\":\"o-$n\",\"items\":[]}"   # rejected: no items
+  fi
+  "$weir" pub --request "demo.echo.$n" "echo $n"
+  sleep 1
+  if [ -n "${DEMO_SECONDS:-}" ] && (( $(date +%s) - start >= DEMO_SECONDS )); then break; fi
+done

@@ -1,0 +1,148 @@
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+fn weir(args: &[&str]) -> std::process::Output {
+    Command::new(WEIR)
+        .args(args)
+        .env("WEIR_TEST_CACHE", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("run weir")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn weir_test_passes_and_fails_as_it_should() {
+    let enrich = bundle("enrich-order");
+    let fixtures = enrich.join("fixtures");
+    let events = fixtures.join("events.json");
+    let expected = fixtures.join("expected.json");
+    let out = weir(&["test", path(&enrich), "--event", path(&events), "--expect", path(&expected)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("0 failed"), "{stdout}");
+
+    // The same events against a wrong expectation: exit 1, the mismatch named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong.json");
+    let text = std::fs::read_to_string(&expected).expect("read expected");
+    std::fs::write(&wrong, text.replace("orders.enriched.", "orders.wrong.")).expect("write");
+    let out = weir(&["test", path(&enrich), "--event", path(&events), "--expect", path(&wrong)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("mismatch: output subject"), "{stdout}");
+
+    // --json for machines; a hostile plugin's timeout is reported, not fatal.
+    let event = dir.path().join("spin.json");
+    std::fs::write(&event, r#"{"subject": "hostile.loop", "payload": "x"}"#).expect("write");
+    let out = weir(&["test", path(&bundle("hostile-loop")), "--event", path(&event), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["events"][0]["failure"]["kind"], "timeout");
+    assert_eq!(report["events"][0]["next"], "retry after 10 ms (attempt 2 of 2)");
+    assert_eq!(report["failed"], 1);
+}
+
+#[test]
+fn weir_test_prints_logs_and_reports_reject() {
+    let enrich = bundle("enrich-order");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let event = dir.path().join("e.json");
+    std::fs::write(
+        &event,
+        r#"[{"subject": "orders.created.x", "payload_json": {"id": "o-7", "items": [{"sku": "A", "qty": 1, "unit_price": 2.0}]}},
+           {"subject": "orders.created.x", "payload": "{\"id\": 1}"}]"#,
+    )
+    .expect("write");
+    let expect = dir.path().join("x.json");
+    std::fs::write(&expect, r#"[{}, {"failure": {"kind": "reject"}}]"#).expect("write");
+    let out = weir(&["test", path(&enrich), "-e", path(&event), "--expect", path(&expect), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let logs = report["events"][0]["logs"].as_array().expect("logs");
+    assert!(logs.iter().any(|l| l["text"].as_str().unwrap_or("").contains("o-7")), "{logs:?}");
+    assert_eq!(report["events"][1]["failure"]["kind"], "reject");
+    assert_eq!(report["events"][1]["next"], "dead-letter (reject)");
+}
+
+#[test]
+fn bad_config_is_named_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[nats]\nurl = \"nats://127.0.0.1:1\"\nsubscription_capasity = 5\n").expect("write");
+    let out = weir(&["up", "--config", path(&config)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("weir.toml: subscription_capasity: unknown field"), "{stderr}");
+}
+
+/// SIGTERM: stop taking events, finish the ones received (a failure during
+/// shutdown is dead-lettered, not retried), exit 0. None is lost.
+#[test]
+fn sigterm_finishes_received_events() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flaky = bundle_copy("flaky", dir.path(), |m| m.replace("[10, 20]", "[300]"));
+    let echo = bundle("echo");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"{}\"\n[plugins]\ndirs = []\nbundles = [\"{}\", \"{}\"]\n[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
+            server.url(),
+            path(&flaky),
+            path(&echo),
+            env!("CARGO_TARGET_TMPDIR")
+        ),
+    )
+    .expect("write config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = server.client().await;
+        create_stream(&client, "DONE", &["test.flaky.done"]).await;
+        let mut child = tokio::process::Command::new(WEIR)
+            .args(["up", "--config", path(&config)])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weir up");
+        // Wait until the host is up: the echo plugin answers a request.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let probe = client.request("demo.echo.probe", "probe".into());
+            if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_millis(500), probe).await {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "weir up never answered");
+        }
+        // Half the events fail once and wait 300 ms for their retry: they are
+        // in flight when SIGTERM arrives.
+        const N: u64 = 50;
+        for i in 0..N {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("fail-times", if i % 2 == 0 { "0" } else { "1" });
+            client
+                .publish_with_headers(format!("test.flaky.{i}"), h, "x".into())
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+        let pid = child.id().expect("pid").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(killed.success());
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("weir up exits after SIGTERM")
+            .expect("exit status");
+        assert!(status.success(), "weir up exited {status:?}");
+        let done = stream_count(&client, "DONE").await;
+        let dead = stream_count(&client, "WEIR_DLQ").await;
+        assert!(done >= N / 2, "the first-try successes finished: {done}");
+        assert_eq!(done + dead, N, "every event is an output or a dead letter");
+    });
+}

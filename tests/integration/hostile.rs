@@ -1,0 +1,109 @@
+use std::collections::BTreeMap;
+
+use weir_host::host::Host;
+
+use crate::support::*;
+
+/// Each hostile plugin fails only its own event, which lands in the DLQ with
+/// the right kind and attempt count, while a healthy plugin in the same host
+/// keeps handling events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_only_their_own_events() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
+    let names = [
+        "echo",
+        "hostile-loop",
+        "hostile-memory",
+        "hostile-recursion",
+        "hostile-panic",
+        "hostile-output",
+        "reject",
+    ];
+    let bundles: Vec<_> = names.iter().map(|n| bundle(n)).collect();
+    let host = Host::start(&host_config(&server, &bundles))
+        .await
+        .expect("host starts");
+    assert_eq!(host.plugins().len(), names.len(), "refused: {:?}", host.refused());
+    let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
+    let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+
+    const HEALTHY: usize = 100;
+    for (subject, payload) in [
+        ("hostile.loop", "spin"),
+        ("hostile.memory", "eat"),
+        ("hostile.recursion", "dive"),
+        ("hostile.panic", "boom"),
+        ("hostile.output", "flood"),
+        ("test.reject", "no thanks"),
+    ] {
+        client.publish(subject, payload.into()).await.expect("publish");
+    }
+    for i in 0..HEALTHY {
+        client
+            .publish(format!("demo.echo.{i}"), "ok".into())
+            .await
+            .expect("publish");
+    }
+
+    let healthy = collect(&mut echoed, HEALTHY).await;
+    assert_eq!(healthy.len(), HEALTHY);
+
+    let dead = collect(&mut dlq, 6).await;
+    let by_plugin: BTreeMap<String, &async_nats::Message> = dead
+        .iter()
+        .map(|m| (header(m, "Weir-Plugin").expect("Weir-Plugin"), m))
+        .collect();
+    let expect = [
+        ("hostile-loop", "timeout", "2", "spin"),
+        ("hostile-memory", "memory", "2", "eat"),
+        ("hostile-recursion", "trap", "2", "dive"),
+        ("hostile-panic", "trap", "2", "boom"),
+        ("hostile-output", "bad-output", "1", "flood"),
+        ("reject", "reject", "1", "no thanks"),
+    ];
+    for (plugin, kind, attempts, payload) in expect {
+        let msg = by_plugin
+            .get(plugin)
+            .unwrap_or_else(|| panic!("no dead letter from {plugin}: {:?}", by_plugin.keys()));
+        assert_eq!(msg.subject.as_str(), format!("weir.dlq.{plugin}"));
+        assert_eq!(header(msg, "Weir-Error-Kind").as_deref(), Some(kind), "{plugin}: {:?}", header(msg, "Weir-Error"));
+        assert_eq!(header(msg, "Weir-Attempts").as_deref(), Some(attempts), "{plugin}");
+        assert_eq!(msg.payload, payload.as_bytes(), "{plugin}: original payload kept");
+        assert!(!header(msg, "Weir-Error").unwrap_or_default().is_empty());
+    }
+    let panic_reason = header(by_plugin["hostile-panic"], "Weir-Error").unwrap_or_default();
+    assert!(
+        panic_reason.contains("boom"),
+        "a panic's message reaches the dead letter: {panic_reason}"
+    );
+
+    host.stop().await.expect("clean stop");
+    // Exact counts: every event is in the outputs or in the DLQ, none twice.
+    assert_eq!(stream_count(&client, "ECHOED").await, HEALTHY as u64);
+    assert_eq!(stream_count(&client, "WEIR_DLQ").await, 6);
+}
+
+/// A request whose event is dead-lettered gets an error reply at once
+/// (NATS services convention) instead of waiting for its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_get_an_error_reply() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let host = Host::start(&host_config(&server, &[bundle("reject")]))
+        .await
+        .expect("host starts");
+    let reply = client
+        .request("test.reject", "nope".into())
+        .await
+        .expect("an error reply arrives");
+    assert_eq!(header(&reply, "Nats-Service-Error-Code").as_deref(), Some("400"));
+    assert!(
+        header(&reply, "Nats-Service-Error")
+            .unwrap_or_default()
+            .starts_with("reject: rejected: nope")
+    );
+    host.stop().await.expect("clean stop");
+}

@@ -1,0 +1,14 @@
+//! weir's integration tests: one binary, a module per area. Every test starts
+//! its own nats-server (JetStream, temp store, ephemeral port) and runs real
+//! plugins built from plugins/ by scripts/build-plugins.sh.
+
+mod support;
+
+/// Events flow through core NATS: outputs, replies, retries, dead letters.
+mod core_dispatch;
+/// Hostile plugins fail only their own events.
+mod hostile;
+/// Bad bundles and config files are refused with errors that name them.
+mod loading;
+/// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
+mod binary;

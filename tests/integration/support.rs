@@ -1,0 +1,208 @@
+//! Shared test support: a real nats-server per test, plugin bundles built from
+//! plugins/, an in-process host, and waits that always time out.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use weir_host::config::HostConfig;
+
+/// Every wait in the suite gives up after this long, so a broken build fails
+/// instead of hanging. It is a ceiling, not an assertion on speed.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A nats-server with JetStream, on a free port with its own store directory,
+/// killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    pub store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().expect("temp store dir");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            store,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start nats-server (is it installed? scripts/test.sh installs it)");
+    }
+
+    /// Start the server again on the same port and store (after `kill`).
+    pub fn restart(&mut self) {
+        assert!(self.spawn(), "nats-server did not come back on port {}", self.port);
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("nats-server")
+            .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--store_dir")
+            .arg(self.store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false; // exited: port taken, try another
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("test client connects")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// The bundle folder of an example plugin, checked to hold its built component.
+pub fn bundle(name: &str) -> PathBuf {
+    let dir = repo_root().join("plugins").join(name);
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml"))
+        .unwrap_or_else(|e| panic!("plugins/{name}/plugin.toml: {e}"));
+    let wasm = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("wasm = "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("plugin.toml names its wasm");
+    assert!(
+        dir.join(&wasm).is_file(),
+        "plugins/{name}/{wasm} is not built: run scripts/build-plugins.sh (scripts/test.sh does)"
+    );
+    dir
+}
+
+/// A copy of an example bundle in `into`, with its plugin.toml edited by `edit`.
+pub fn bundle_copy(name: &str, into: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let src = bundle(name);
+    let dst = into.join(name);
+    std::fs::create_dir_all(&dst).expect("create bundle copy");
+    for entry in std::fs::read_dir(&src).expect("list bundle") {
+        let entry = entry.expect("bundle entry");
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy bundle file");
+        }
+    }
+    let manifest = std::fs::read_to_string(dst.join("plugin.toml")).expect("read manifest");
+    std::fs::write(dst.join("plugin.toml"), edit(manifest)).expect("write manifest");
+    dst
+}
+
+/// A host config for `server` loading exactly `bundles`, with a compile cache
+/// shared by the whole suite.
+pub fn host_config(server: &NatsServer, bundles: &[PathBuf]) -> HostConfig {
+    let mut config = HostConfig::default();
+    config.nats.url = server.url();
+    config.plugins.dirs = Vec::new();
+    config.plugins.bundles = bundles.to_vec();
+    config.sandbox.cache_dir = Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"));
+    config.sandbox.max_instances = 200;
+    config
+}
+
+/// Collect exactly `n` messages from `sub`, failing after PATIENCE.
+pub async fn collect(sub: &mut async_nats::Subscriber, n: usize) -> Vec<async_nats::Message> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(msg)) => out.push(msg),
+            Ok(None) => panic!("subscription closed after {} of {n} messages", out.len()),
+            Err(_) => panic!("timed out with {} of {n} messages", out.len()),
+        }
+    }
+    out
+}
+
+pub fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// The number of messages in a JetStream stream.
+pub async fn stream_count(client: &async_nats::Client, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// Create a stream capturing `subjects` (to count outputs exactly).
+pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[&str]) {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+}
+
+/// Every message currently in a stream, oldest first.
+pub async fn stream_messages(
+    client: &async_nats::Client,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(stream).await.expect("stream exists");
+    let count = stream.get_info().await.expect("stream info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push(msg);
+        }
+    }
+    out
+}
