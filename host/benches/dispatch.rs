@@ -30,7 +30,9 @@ fn event() -> Event {
     Event {
         id: "bench-1".into(),
         subject: "bench.trivial".into(),
-        payload: bytes::Bytes::from_static(b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}"),
+        payload: bytes::Bytes::from_static(
+            b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}",
+        ),
         headers: vec![("trace-id".into(), "abc".into())],
         reply_to: None,
         attempt: 1,
@@ -52,9 +54,8 @@ async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
 
 fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)> {
     let dir = repo().join("plugins/trivial");
-    let bundle = Bundle::load(&dir, config.sandbox.max_memory_mb).unwrap_or_else(|e| {
-        panic!("{e}\nbuild the plugins first: scripts/build-plugins.sh")
-    });
+    let bundle = Bundle::load(&dir, config.sandbox.max_memory_mb)
+        .unwrap_or_else(|e| panic!("{e}\nbuild the plugins first: scripts/build-plugins.sh"));
     let load = |isolation| {
         let mut b = bundle.clone();
         b.manifest.limits.isolation = isolation;
@@ -89,8 +90,14 @@ fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)
     };
     vec![
         ("native", native),
-        ("wasm fresh instance (isolation = event)", load(Isolation::Event)),
-        ("wasm warm instance (isolation = reuse)", load(Isolation::Reuse)),
+        (
+            "wasm fresh instance (isolation = event)",
+            load(Isolation::Event),
+        ),
+        (
+            "wasm warm instance (isolation = reuse)",
+            load(Isolation::Reuse),
+        ),
     ]
 }
 
@@ -131,7 +138,10 @@ fn main() {
         "RUST_BACKTRACE={}",
         std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "unset".into())
     );
-    println!("{:<44} {:>12} {:>10}", "in-process dispatch", "µs/event", "× native");
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "in-process dispatch", "µs/event", "× native"
+    );
     let mut native_us = None;
     for (name, plugin) in &plugins {
         let mut runs: Vec<f64> = (0..5)

@@ -13,7 +13,11 @@ use crate::config::HostConfig;
 use crate::{dev, harness, host, telemetry, transport};
 
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "A host for WebAssembly event handlers on NATS")]
+#[command(
+    name = "weir",
+    version,
+    about = "A host for WebAssembly event handlers on NATS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -154,6 +158,7 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<HostConfig> {
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("info", args.log_json);
+    let shutdown = shutdown_signal()?;
     let mut config = load_config(&args.config)?;
     if !args.plugins.is_empty() {
         config.plugins.dirs = args.plugins.clone();
@@ -168,31 +173,23 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    host::run(&config, shutdown_signal()).await?;
+    host::run(&config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled, so a signal that
+/// arrives while the host is still starting is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -279,7 +276,12 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
             });
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "[{}] {}", msg.subject, String::from_utf8_lossy(&msg.payload))?;
+            writeln!(
+                out,
+                "[{}] {}",
+                msg.subject,
+                String::from_utf8_lossy(&msg.payload)
+            )?;
             for (k, v) in &headers {
                 writeln!(out, "    {k}: {v}")?;
             }

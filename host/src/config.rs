@@ -456,9 +456,7 @@ impl Manifest {
         if l.memory_mb == 0 || l.memory_mb > max_memory_mb {
             return err(
                 "limits.memory_mb".into(),
-                format!(
-                    "must be between 1 and the host's sandbox.max_memory_mb ({max_memory_mb})"
-                ),
+                format!("must be between 1 and the host's sandbox.max_memory_mb ({max_memory_mb})"),
             );
         }
         if l.max_in_flight == 0 {
@@ -480,10 +478,7 @@ impl Manifest {
             );
         }
         if self.retry.backoff_ms.is_empty() {
-            return err(
-                "retry.backoff_ms".into(),
-                "needs at least one delay".into(),
-            );
+            return err("retry.backoff_ms".into(), "needs at least one delay".into());
         }
         Ok(())
     }
@@ -508,7 +503,8 @@ mod tests {
         Manifest::parse(Path::new("p/plugin.toml"), text, 512)
     }
 
-    const MINIMAL: &str = "name = \"a\"\nversion = \"1\"\nwasm = \"a.wasm\"\n[[subscribe]]\nsubject = \"x.>\"\n";
+    const MINIMAL: &str =
+        "name = \"a\"\nversion = \"1\"\nwasm = \"a.wasm\"\n[[subscribe]]\nsubject = \"x.>\"\n";
 
     #[test]
     fn minimal_manifest_takes_defaults() {
@@ -524,7 +520,10 @@ mod tests {
         let e = manifest(&format!("{MINIMAL}[limits]\ntimeout = 5\n")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("timeout"));
         let shown = e.to_string();
-        assert!(shown.starts_with("p/plugin.toml: timeout: unknown field"), "{shown}");
+        assert!(
+            shown.starts_with("p/plugin.toml: timeout: unknown field"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -64,7 +64,14 @@ pub fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<DevServe
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("cannot create {}", store_dir.display()))?;
     let child = Command::new("nats-server")
-        .args(["--jetstream", "--addr", &host, "--port", &port.to_string(), "--store_dir"])
+        .args([
+            "--jetstream",
+            "--addr",
+            &host,
+            "--port",
+            &port.to_string(),
+            "--store_dir",
+        ])
         .arg(&store_dir)
         .args(["--server_name", "weir-dev"])
         .stdin(Stdio::null())
@@ -94,8 +101,14 @@ mod tests {
 
     #[test]
     fn parses_nats_urls() {
-        assert_eq!(host_port("nats://127.0.0.1:4333").unwrap(), ("127.0.0.1".into(), 4333));
+        assert_eq!(
+            host_port("nats://127.0.0.1:4333").unwrap(),
+            ("127.0.0.1".into(), 4333)
+        );
         assert_eq!(host_port("localhost").unwrap(), ("localhost".into(), 4222));
-        assert_eq!(host_port("nats://u:p@h:5,nats://x:6").unwrap(), ("h".into(), 5));
+        assert_eq!(
+            host_port("nats://u:p@h:5,nats://x:6").unwrap(),
+            ("h".into(), 5)
+        );
     }
 }

@@ -90,7 +90,10 @@ pub enum FailureKind {
 impl FailureKind {
     /// Whether an attempt failing this way may succeed on a later attempt.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Retry | Self::Timeout | Self::Trap | Self::Memory)
+        matches!(
+            self,
+            Self::Retry | Self::Timeout | Self::Trap | Self::Memory
+        )
     }
 
     /// The `Weir-Error-Kind` value for an event dead-lettered after this failure.
@@ -183,7 +186,9 @@ pub fn is_publish_subject(subject: &str) -> bool {
             !t.is_empty()
                 && t != "*"
                 && t != ">"
-                && !t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                && !t
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         })
 }
 
@@ -195,7 +200,10 @@ pub fn is_subscribe_subject(subject: &str) -> bool {
     }
     let tokens: Vec<&str> = subject.split('.').collect();
     tokens.iter().enumerate().all(|(i, t)| {
-        if t.is_empty() || t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if t.is_empty()
+            || t.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return false;
         }
         match *t {

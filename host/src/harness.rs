@@ -44,17 +44,17 @@ fn payload_bytes(
     json: &Option<serde_json::Value>,
     b64: &Option<String>,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-        match (text, json, b64) {
-            (None, None, None) => Ok(None),
-            (Some(text), None, None) => Ok(Some(text.as_bytes().to_vec())),
-            (None, Some(json), None) => Ok(Some(serde_json::to_vec(json)?)),
-            (None, None, Some(b64)) => Ok(Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .with_context(|| format!("{what}: payload_b64 is not base64"))?,
-            )),
-            _ => bail!("{what}: give one of payload, payload_json, payload_b64"),
-        }
+    match (text, json, b64) {
+        (None, None, None) => Ok(None),
+        (Some(text), None, None) => Ok(Some(text.as_bytes().to_vec())),
+        (None, Some(json), None) => Ok(Some(serde_json::to_vec(json)?)),
+        (None, None, Some(b64)) => Ok(Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .with_context(|| format!("{what}: payload_b64 is not base64"))?,
+        )),
+        _ => bail!("{what}: give one of payload, payload_json, payload_b64"),
+    }
 }
 
 /// Headers as an object (`{"k": "v"}`, or `{"k": ["v1", "v2"]}`) or as pairs.
@@ -237,7 +237,10 @@ pub async fn run(
         )?
         .unwrap_or_default();
         let event = Event {
-            id: fixture.id.clone().unwrap_or_else(|| format!("test-{}", i + 1)),
+            id: fixture
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("test-{}", i + 1)),
             subject: fixture.subject.clone(),
             payload: payload.into(),
             headers: fixture.headers.to_headers(),
@@ -247,7 +250,14 @@ pub async fn run(
         };
         let run = plugin.executor.run(&event).await;
         let expectation = expectations.as_ref().map(|e| &e[i]);
-        events.push(report(&plugin, &name, &event, run.result, run.logs, expectation)?);
+        events.push(report(
+            &plugin,
+            &name,
+            &event,
+            run.result,
+            run.logs,
+            expectation,
+        )?);
     }
     let passed = events.iter().filter(|e| e.passed).count();
     Ok(Report {
@@ -270,7 +280,9 @@ fn report(
         Some(expected) => compare(name, &result, expected)?,
         None => match &result {
             Ok(_) => Vec::new(),
-            Err(f) => vec![format!("the handler failed ({f}) and no failure was expected")],
+            Err(f) => vec![format!(
+                "the handler failed ({f}) and no failure was expected"
+            )],
         },
     };
     let (outputs, failure) = match &result {

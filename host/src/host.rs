@@ -75,12 +75,8 @@ pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
 
 fn load_one(runtime: &Runtime, config: &HostConfig, folder: &Path) -> Result<Plugin, String> {
     let bundle = Bundle::load(folder, config.sandbox.max_memory_mb).map_err(|e| e.to_string())?;
-    let plugin = Plugin::load(runtime, &bundle, config, false).map_err(|e| {
-        format!(
-            "{}: {e}",
-            bundle.wasm_path.display()
-        )
-    })?;
+    let plugin = Plugin::load(runtime, &bundle, config, false)
+        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
     tracing::info!(
         plugin = plugin.name(),
         version = %plugin.manifest.version,
@@ -162,8 +158,7 @@ impl Host {
                 stop.clone(),
             ));
         }
-        client
-            .flush()
+        transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
         feeders.close();
@@ -206,14 +201,13 @@ impl Host {
                 self.grace.as_millis()
             );
         }
-        self.sink
-            .client()
-            .flush()
+        transport::sync_with_server(self.sink.client())
             .await
             .context("cannot flush the last messages to NATS")?;
         for plugin in &self.plugins {
             let s = &plugin.stats;
-            let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let get =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 plugin = plugin.name(),
                 received = get(&s.received),
@@ -235,7 +229,9 @@ async fn dispatch(
     events: TaskTracker,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(plugin.manifest.limits.max_in_flight as usize));
+    let slots = Arc::new(Semaphore::new(
+        plugin.manifest.limits.max_in_flight as usize,
+    ));
     while let Some(event) = queue.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

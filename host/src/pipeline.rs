@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest, RetryPolicy};
-use crate::policy::OutputPolicy;
-use crate::sandbox::{LoadError, PluginShared, Runtime};
 use crate::event::{Event, Failure, FailureKind, Headers, Message};
+use crate::policy::OutputPolicy;
 use crate::sandbox::Executor;
+use crate::sandbox::{LoadError, PluginShared, Runtime};
 
 /// Headers weir writes on dead letters; stripped from an event before it is
 /// dead-lettered again, so a replayed event carries one set.
@@ -176,10 +176,7 @@ impl DeadLetter<'_> {
             .cloned()
             .collect();
         h.push((headers::PLUGIN.into(), self.plugin.into()));
-        h.push((
-            headers::ORIGINAL_SUBJECT.into(),
-            self.event.subject.clone(),
-        ));
+        h.push((headers::ORIGINAL_SUBJECT.into(), self.event.subject.clone()));
         if let Some(reply) = &self.event.reply_to {
             h.push((headers::ORIGINAL_REPLY.into(), reply.clone()));
         }
@@ -305,7 +302,10 @@ pub async fn run_core<S: Sink>(
                 }
                 Failure::new(
                     failure.kind,
-                    format!("{} (not retried: the host is shutting down)", failure.message),
+                    format!(
+                        "{} (not retried: the host is shutting down)",
+                        failure.message
+                    ),
                 )
             }
             Outcome::DeadLetter(failure) => {
@@ -388,7 +388,10 @@ mod tests {
             decide(&policy, 2, retry()),
             Outcome::Retry { delay, .. } if delay == Duration::from_millis(20)
         ));
-        assert!(matches!(decide(&policy, 3, retry()), Outcome::DeadLetter(_)));
+        assert!(matches!(
+            decide(&policy, 3, retry()),
+            Outcome::DeadLetter(_)
+        ));
         let reject = Err(Failure::new(FailureKind::Reject, "no"));
         assert!(matches!(decide(&policy, 1, reject), Outcome::DeadLetter(_)));
         assert_eq!(decide(&policy, 1, Ok(vec![])), Outcome::Done(vec![]));
@@ -421,7 +424,10 @@ mod tests {
             Some("orders.created.1")
         );
         assert_eq!(
-            msg.headers.iter().filter(|(k, _)| k == "Weir-Error").count(),
+            msg.headers
+                .iter()
+                .filter(|(k, _)| k == "Weir-Error")
+                .count(),
             1
         );
     }
@@ -442,7 +448,10 @@ mod tests {
             },
         ];
         stamp_outputs(&e, &mut out);
-        assert_eq!(crate::event::header(&out[0].headers, "Nats-Msg-Id"), Some("e1:0"));
+        assert_eq!(
+            crate::event::header(&out[0].headers, "Nats-Msg-Id"),
+            Some("e1:0")
+        );
         assert_eq!(crate::event::header(&out[1].headers, "Nats-Msg-Id"), None);
     }
 

@@ -72,7 +72,10 @@ impl OutputPolicy {
         let forbidden = |why: &str| {
             Err(Failure::new(
                 FailureKind::ForbiddenPublish,
-                format!("may not publish to {:?}: {why}", truncate(&msg.subject, 128)),
+                format!(
+                    "may not publish to {:?}: {why}",
+                    truncate(&msg.subject, 128)
+                ),
             ))
         };
         if let Some(prefix) = RESERVED_PREFIXES
@@ -150,7 +153,12 @@ mod tests {
             kind(p.check(&msg("a.*", "x"), None, 0, 0)),
             Some(FailureKind::BadOutput)
         );
-        for s in ["$JS.API.STREAM.DELETE.X", "_INBOX.abc", "weir.dlq.other", "$SYS.x"] {
+        for s in [
+            "$JS.API.STREAM.DELETE.X",
+            "_INBOX.abc",
+            "weir.dlq.other",
+            "$SYS.x",
+        ] {
             assert_eq!(
                 kind(p.check(&msg(s, "x"), None, 0, 0)),
                 Some(FailureKind::ForbiddenPublish),

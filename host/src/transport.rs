@@ -28,9 +28,14 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::SlowConsumer(sid) => {
-                    tracing::error!(subscription = sid, "NATS slow consumer: the client dropped messages of a subscription")
+                    tracing::error!(
+                        subscription = sid,
+                        "NATS slow consumer: the client dropped messages of a subscription"
+                    )
                 }
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS, reconnecting"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS, reconnecting")
+                }
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),
                 other => tracing::debug!("NATS: {other}"),
             }
@@ -40,10 +45,25 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
         .with_context(|| format!("cannot connect to NATS at {}", config.url))
 }
 
+/// Wait until the server has processed everything sent so far on `client`
+/// (subscriptions included). `Client::flush` only empties the socket buffer;
+/// a request and its answer — even "no responders" — is a real round trip.
+pub async fn sync_with_server(client: &Client) -> anyhow::Result<()> {
+    match client.request("$JS.API.INFO", bytes::Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(e).context("no answer from the NATS server"),
+    }
+}
+
 /// Turn a NATS message into an event. Its id is the producer's `Nats-Msg-Id`
 /// when it set one, else one made up by `ids`.
 pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> Event {
-    let headers = msg.headers.as_ref().map(from_header_map).unwrap_or_default();
+    let headers = msg
+        .headers
+        .as_ref()
+        .map(from_header_map)
+        .unwrap_or_default();
     let id = crate::event::header(&headers, "Nats-Msg-Id")
         .map(str::to_owned)
         .unwrap_or_else(|| ids.next());
@@ -177,8 +197,12 @@ impl Sink for NatsSink {
             .publish_with_headers(msg.subject.clone(), headers, msg.payload)
             .await
             .with_context(|| format!("cannot publish the dead letter to {:?}", msg.subject))?;
-        ack.await
-            .with_context(|| format!("the server did not store the dead letter on {:?}", msg.subject))?;
+        ack.await.with_context(|| {
+            format!(
+                "the server did not store the dead letter on {:?}",
+                msg.subject
+            )
+        })?;
         Ok(())
     }
 }

@@ -23,9 +23,20 @@ fn weir_test_passes_and_fails_as_it_should() {
     let fixtures = enrich.join("fixtures");
     let events = fixtures.join("events.json");
     let expected = fixtures.join("expected.json");
-    let out = weir(&["test", path(&enrich), "--event", path(&events), "--expect", path(&expected)]);
+    let out = weir(&[
+        "test",
+        path(&enrich),
+        "--event",
+        path(&events),
+        "--expect",
+        path(&expected),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("0 failed"), "{stdout}");
 
     // The same events against a wrong expectation: exit 1, the mismatch named.
@@ -33,7 +44,14 @@ fn weir_test_passes_and_fails_as_it_should() {
     let wrong = dir.path().join("wrong.json");
     let text = std::fs::read_to_string(&expected).expect("read expected");
     std::fs::write(&wrong, text.replace("orders.enriched.", "orders.wrong.")).expect("write");
-    let out = weir(&["test", path(&enrich), "--event", path(&events), "--expect", path(&wrong)]);
+    let out = weir(&[
+        "test",
+        path(&enrich),
+        "--event",
+        path(&events),
+        "--expect",
+        path(&wrong),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("mismatch: output subject"), "{stdout}");
@@ -41,11 +59,20 @@ fn weir_test_passes_and_fails_as_it_should() {
     // --json for machines; a hostile plugin's timeout is reported, not fatal.
     let event = dir.path().join("spin.json");
     std::fs::write(&event, r#"{"subject": "hostile.loop", "payload": "x"}"#).expect("write");
-    let out = weir(&["test", path(&bundle("hostile-loop")), "--event", path(&event), "--json"]);
+    let out = weir(&[
+        "test",
+        path(&bundle("hostile-loop")),
+        "--event",
+        path(&event),
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["events"][0]["failure"]["kind"], "timeout");
-    assert_eq!(report["events"][0]["next"], "retry after 10 ms (attempt 2 of 2)");
+    assert_eq!(
+        report["events"][0]["next"],
+        "retry after 10 ms (attempt 2 of 2)"
+    );
     assert_eq!(report["failed"], 1);
 }
 
@@ -62,11 +89,27 @@ fn weir_test_prints_logs_and_reports_reject() {
     .expect("write");
     let expect = dir.path().join("x.json");
     std::fs::write(&expect, r#"[{}, {"failure": {"kind": "reject"}}]"#).expect("write");
-    let out = weir(&["test", path(&enrich), "-e", path(&event), "--expect", path(&expect), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = weir(&[
+        "test",
+        path(&enrich),
+        "-e",
+        path(&event),
+        "--expect",
+        path(&expect),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let logs = report["events"][0]["logs"].as_array().expect("logs");
-    assert!(logs.iter().any(|l| l["text"].as_str().unwrap_or("").contains("o-7")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["text"].as_str().unwrap_or("").contains("o-7")),
+        "{logs:?}"
+    );
     assert_eq!(report["events"][1]["failure"]["kind"], "reject");
     assert_eq!(report["events"][1]["next"], "dead-letter (reject)");
 }
@@ -75,11 +118,18 @@ fn weir_test_prints_logs_and_reports_reject() {
 fn bad_config_is_named_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "[nats]\nurl = \"nats://127.0.0.1:1\"\nsubscription_capasity = 5\n").expect("write");
+    std::fs::write(
+        &config,
+        "[nats]\nurl = \"nats://127.0.0.1:1\"\nsubscription_capasity = 5\n",
+    )
+    .expect("write");
     let out = weir(&["up", "--config", path(&config)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("weir.toml: subscription_capasity: unknown field"), "{stderr}");
+    assert!(
+        stderr.contains("weir.toml: subscription_capasity: unknown field"),
+        "{stderr}"
+    );
 }
 
 /// SIGTERM: stop taking events, finish the ones received (a failure during
@@ -105,7 +155,7 @@ fn sigterm_finishes_received_events() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let client = server.client().await;
-        create_stream(&client, "DONE", &["test.flaky.done"]).await;
+        create_stream(&client, "DONE", &["test.flaky-done"]).await;
         let mut child = tokio::process::Command::new(WEIR)
             .args(["up", "--config", path(&config)])
             .stderr(Stdio::null())
@@ -115,10 +165,15 @@ fn sigterm_finishes_received_events() {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let probe = client.request("demo.echo.probe", "probe".into());
-            if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_millis(500), probe).await {
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), probe).await
+            {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "weir up never answered");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "weir up never answered"
+            );
         }
         // Half the events fail once and wait 300 ms for their retry: they are
         // in flight when SIGTERM arrives.
@@ -133,16 +188,28 @@ fn sigterm_finishes_received_events() {
         }
         client.flush().await.expect("flush");
         let pid = child.id().expect("pid").to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(killed.success());
         let status = tokio::time::timeout(PATIENCE, child.wait())
             .await
             .expect("weir up exits after SIGTERM")
             .expect("exit status");
         assert!(status.success(), "weir up exited {status:?}");
-        let done = stream_count(&client, "DONE").await;
-        let dead = stream_count(&client, "WEIR_DLQ").await;
-        assert!(done >= N / 2, "the first-try successes finished: {done}");
+        // Every event ends as an output or a dead letter (outputs are stored
+        // asynchronously: wait for them, never for more than PATIENCE).
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let (done, dead) = loop {
+            let done = stream_count(&client, "DONE").await;
+            let dead = stream_count(&client, "WEIR_DLQ").await;
+            if done + dead >= N || tokio::time::Instant::now() > deadline {
+                break (done, dead);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         assert_eq!(done + dead, N, "every event is an output or a dead letter");
+        assert!(done >= N / 2, "the first-try successes finished: {done}");
     });
 }

@@ -21,7 +21,11 @@ async fn echo_publishes_one_output_per_event_and_answers_requests() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("trace-id", format!("t-{i}").as_str());
         client
-            .publish_with_headers(format!("demo.echo.{i}"), headers, format!("payload {i}").into())
+            .publish_with_headers(
+                format!("demo.echo.{i}"),
+                headers,
+                format!("payload {i}").into(),
+            )
             .await
             .expect("publish");
     }
@@ -45,8 +49,8 @@ async fn echo_publishes_one_output_per_event_and_answers_requests() {
 
     host.stop().await.expect("clean stop");
     // The request also produced one output: N + 1 in the stream, none twice.
-    assert_eq!(stream_count(&client, "ECHOED").await, N as u64 + 1);
-    assert_eq!(stream_count(&client, "WEIR_DLQ").await, 0);
+    wait_stream_count(&client, "ECHOED", N as u64 + 1).await;
+    wait_stream_count(&client, "WEIR_DLQ", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +60,10 @@ async fn enrich_order_enriches_publishes_and_rejects() {
     let host = Host::start(&host_config(&server, &[bundle("enrich-order")]))
         .await
         .expect("host starts");
-    let mut enriched = client.subscribe("orders.enriched.>").await.expect("subscribe");
+    let mut enriched = client
+        .subscribe("orders.enriched.>")
+        .await
+        .expect("subscribe");
     let mut large = client.subscribe("orders.large").await.expect("subscribe");
     let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
     client.flush().await.expect("flush");
@@ -66,7 +73,10 @@ async fn enrich_order_enriches_publishes_and_rejects() {
         "items": [{"sku": "A", "qty": 2, "unit_price": 12.5}, {"sku": "B", "qty": 1, "unit_price": 1000.0}]
     });
     client
-        .publish("orders.created.eu", serde_json::to_vec(&order).expect("json").into())
+        .publish(
+            "orders.created.eu",
+            serde_json::to_vec(&order).expect("json").into(),
+        )
         .await
         .expect("publish");
     client
@@ -87,9 +97,15 @@ async fn enrich_order_enriches_publishes_and_rejects() {
 
     let dead = collect(&mut dlq, 1).await;
     assert_eq!(dead[0].subject.as_str(), "weir.dlq.enrich-order");
-    assert_eq!(header(&dead[0], "Weir-Error-Kind").as_deref(), Some("reject"));
+    assert_eq!(
+        header(&dead[0], "Weir-Error-Kind").as_deref(),
+        Some("reject")
+    );
     assert_eq!(header(&dead[0], "Weir-Attempts").as_deref(), Some("1"));
-    assert_eq!(header(&dead[0], "Weir-Original-Subject").as_deref(), Some("orders.created.eu"));
+    assert_eq!(
+        header(&dead[0], "Weir-Original-Subject").as_deref(),
+        Some("orders.created.eu")
+    );
     assert_eq!(dead[0].payload, "not json".as_bytes());
     host.stop().await.expect("clean stop");
 }
@@ -101,7 +117,10 @@ async fn retries_follow_the_policy_then_dead_letter() {
     let host = Host::start(&host_config(&server, &[bundle("flaky")]))
         .await
         .expect("host starts");
-    let mut done = client.subscribe("test.flaky.done").await.expect("subscribe");
+    let mut done = client
+        .subscribe("test.flaky-done")
+        .await
+        .expect("subscribe");
     let mut dlq = client.subscribe("weir.dlq.flaky").await.expect("subscribe");
     client.flush().await.expect("flush");
 
@@ -124,13 +143,20 @@ async fn retries_follow_the_policy_then_dead_letter() {
 
     let dead = collect(&mut dlq, 1).await;
     assert_eq!(dead[0].payload, "c".as_bytes());
-    assert_eq!(header(&dead[0], "Weir-Error-Kind").as_deref(), Some("retry-exhausted"));
+    assert_eq!(
+        header(&dead[0], "Weir-Error-Kind").as_deref(),
+        Some("retry-exhausted")
+    );
     assert_eq!(header(&dead[0], "Weir-Attempts").as_deref(), Some("3"));
-    assert_eq!(header(&dead[0], "fail-times").as_deref(), Some("5"), "original headers kept");
+    assert_eq!(
+        header(&dead[0], "fail-times").as_deref(),
+        Some("5"),
+        "original headers kept"
+    );
     assert!(header(&dead[0], "Weir-First-Seen").is_some());
     assert!(header(&dead[0], "Weir-Last-Seen").is_some());
     host.stop().await.expect("clean stop");
-    assert_eq!(stream_count(&client, "WEIR_DLQ").await, 1);
+    wait_stream_count(&client, "WEIR_DLQ", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +166,27 @@ async fn reuse_isolation_and_queue_groups_share_work() {
     create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let reuse = bundle_copy("echo", dir.path(), |m| {
-        m.replace("subject = \"demo.echo.>\"", "subject = \"demo.echo.>\"\nqueue = \"echoers\"")
-            + "\n[limits]\nisolation = \"reuse\"\nmax_events_per_instance = 7\n"
+        m.replace(
+            "subject = \"demo.echo.>\"",
+            "subject = \"demo.echo.>\"\nqueue = \"echoers\"",
+        )
+        .replace(
+            "[limits]",
+            "[limits]\nisolation = \"reuse\"\nmax_events_per_instance = 7",
+        )
     });
     // Two hosts in one queue group: each event is handled by one of them.
     let a = Host::start(&host_config(&server, std::slice::from_ref(&reuse)))
         .await
         .expect("host a");
-    let b = Host::start(&host_config(&server, &[reuse])).await.expect("host b");
+    let b = Host::start(&host_config(&server, &[reuse]))
+        .await
+        .expect("host b");
+    assert!(
+        a.refused().is_empty() && b.refused().is_empty(),
+        "{:?}",
+        a.refused()
+    );
     let mut outputs = client.subscribe("demo.echoed.>").await.expect("subscribe");
     client.flush().await.expect("flush");
     const N: usize = 300;
@@ -171,5 +210,5 @@ async fn reuse_isolation_and_queue_groups_share_work() {
     b.stop().await.expect("stop b");
     assert_eq!(ha + hb, N as u64, "each event handled by exactly one host");
     assert!(ha > 0 && hb > 0, "both hosts took work: {ha} and {hb}");
-    assert_eq!(stream_count(&client, "ECHOED").await, N as u64);
+    wait_stream_count(&client, "ECHOED", N as u64).await;
 }

@@ -25,7 +25,12 @@ async fn hostile_plugins_fail_only_their_own_events() {
     let host = Host::start(&host_config(&server, &bundles))
         .await
         .expect("host starts");
-    assert_eq!(host.plugins().len(), names.len(), "refused: {:?}", host.refused());
+    assert_eq!(
+        host.plugins().len(),
+        names.len(),
+        "refused: {:?}",
+        host.refused()
+    );
     let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
     let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
     client.flush().await.expect("flush");
@@ -39,7 +44,10 @@ async fn hostile_plugins_fail_only_their_own_events() {
         ("hostile.output", "flood"),
         ("test.reject", "no thanks"),
     ] {
-        client.publish(subject, payload.into()).await.expect("publish");
+        client
+            .publish(subject, payload.into())
+            .await
+            .expect("publish");
     }
     for i in 0..HEALTHY {
         client
@@ -69,9 +77,22 @@ async fn hostile_plugins_fail_only_their_own_events() {
             .get(plugin)
             .unwrap_or_else(|| panic!("no dead letter from {plugin}: {:?}", by_plugin.keys()));
         assert_eq!(msg.subject.as_str(), format!("weir.dlq.{plugin}"));
-        assert_eq!(header(msg, "Weir-Error-Kind").as_deref(), Some(kind), "{plugin}: {:?}", header(msg, "Weir-Error"));
-        assert_eq!(header(msg, "Weir-Attempts").as_deref(), Some(attempts), "{plugin}");
-        assert_eq!(msg.payload, payload.as_bytes(), "{plugin}: original payload kept");
+        assert_eq!(
+            header(msg, "Weir-Error-Kind").as_deref(),
+            Some(kind),
+            "{plugin}: {:?}",
+            header(msg, "Weir-Error")
+        );
+        assert_eq!(
+            header(msg, "Weir-Attempts").as_deref(),
+            Some(attempts),
+            "{plugin}"
+        );
+        assert_eq!(
+            msg.payload,
+            payload.as_bytes(),
+            "{plugin}: original payload kept"
+        );
         assert!(!header(msg, "Weir-Error").unwrap_or_default().is_empty());
     }
     let panic_reason = header(by_plugin["hostile-panic"], "Weir-Error").unwrap_or_default();
@@ -82,8 +103,8 @@ async fn hostile_plugins_fail_only_their_own_events() {
 
     host.stop().await.expect("clean stop");
     // Exact counts: every event is in the outputs or in the DLQ, none twice.
-    assert_eq!(stream_count(&client, "ECHOED").await, HEALTHY as u64);
-    assert_eq!(stream_count(&client, "WEIR_DLQ").await, 6);
+    wait_stream_count(&client, "ECHOED", HEALTHY as u64).await;
+    wait_stream_count(&client, "WEIR_DLQ", 6).await;
 }
 
 /// A request whose event is dead-lettered gets an error reply at once
@@ -99,7 +120,10 @@ async fn failed_requests_get_an_error_reply() {
         .request("test.reject", "nope".into())
         .await
         .expect("an error reply arrives");
-    assert_eq!(header(&reply, "Nats-Service-Error-Code").as_deref(), Some("400"));
+    assert_eq!(
+        header(&reply, "Nats-Service-Error-Code").as_deref(),
+        Some("400")
+    );
     assert!(
         header(&reply, "Nats-Service-Error")
             .unwrap_or_default()

@@ -21,12 +21,22 @@ async fn bad_bundles_are_refused_and_the_others_run() {
         }
     };
     let manifest = |name: &str| {
-        format!("name = \"{name}\"\nversion = \"1\"\nwasm = \"p.wasm\"\n[[subscribe]]\nsubject = \"x.{name}\"\n")
+        format!(
+            "name = \"{name}\"\nversion = \"1\"\nwasm = \"p.wasm\"\n[[subscribe]]\nsubject = \"x.{name}\"\n"
+        )
     };
     broken("missing-wasm", &manifest("missing-wasm"), None);
-    broken("core-module", &manifest("core-module"), Some(b"\0asm\x01\0\0\0"));
+    broken(
+        "core-module",
+        &manifest("core-module"),
+        Some(b"\0asm\x01\0\0\0"),
+    );
     // An empty component: valid, but it exports no `handle`.
-    broken("wrong-world", &manifest("wrong-world"), Some(b"\0asm\x0d\0\x01\0"));
+    broken(
+        "wrong-world",
+        &manifest("wrong-world"),
+        Some(b"\0asm\x0d\0\x01\0"),
+    );
     broken(
         "bad-manifest",
         &(manifest("bad-manifest") + "[limits]\ntimeout = 5\n"),
@@ -42,7 +52,9 @@ async fn bad_bundles_are_refused_and_the_others_run() {
 
     let mut config = host_config(&server, &[]);
     config.plugins.dirs = vec![plugins.to_path_buf()];
-    let host = Host::start(&config).await.expect("host starts despite bad bundles");
+    let host = Host::start(&config)
+        .await
+        .expect("host starts despite bad bundles");
     let loaded: Vec<_> = host.plugins().iter().map(|p| p.name().to_owned()).collect();
     assert_eq!(loaded, ["echo"]);
 
@@ -55,15 +67,30 @@ async fn bad_bundles_are_refused_and_the_others_run() {
     };
     assert_eq!(host.refused().len(), 5, "{:?}", host.refused());
     let r = reason("missing-wasm");
-    assert!(r.contains("missing-wasm/plugin.toml: wasm: cannot read"), "{r}");
+    assert!(
+        r.contains("missing-wasm/plugin.toml: wasm: cannot read"),
+        "{r}"
+    );
     let r = reason("core-module");
-    assert!(r.contains("core-module/plugin.toml: wasm:") && r.contains("not a component"), "{r}");
+    assert!(
+        r.contains("core-module/plugin.toml: wasm:") && r.contains("not a component"),
+        "{r}"
+    );
     let r = reason("wrong-world");
-    assert!(r.contains("wrong-world/p.wasm") && r.contains("handler world"), "{r}");
+    assert!(
+        r.contains("wrong-world/p.wasm") && r.contains("handler world"),
+        "{r}"
+    );
     let r = reason("bad-manifest");
-    assert!(r.contains("bad-manifest/plugin.toml: timeout: unknown field"), "{r}");
+    assert!(
+        r.contains("bad-manifest/plugin.toml: timeout: unknown field"),
+        "{r}"
+    );
     let r = reason("bad-subject");
-    assert!(r.contains("bad-subject/plugin.toml: subscribe[0].subject"), "{r}");
+    assert!(
+        r.contains("bad-subject/plugin.toml: subscribe[0].subject"),
+        "{r}"
+    );
 
     let reply = client
         .request("demo.echo.still-here", "yes".into())

@@ -4,11 +4,11 @@
 
 mod support;
 
+/// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
+mod binary;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
 /// Hostile plugins fail only their own events.
 mod hostile;
 /// Bad bundles and config files are refused with errors that name them.
 mod loading;
-/// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
-mod binary;

@@ -1,7 +1,6 @@
 //! Shared test support: a real nats-server per test, plugin bundles built from
 //! plugins/, an in-process host, and waits that always time out.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,50 +20,80 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
 }
 
+/// Host logs go to the test's captured output (shown when a test fails).
+fn init_logs() {
+    let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| "info,weir::plugin=debug".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 impl NatsServer {
+    /// Start on a port the server picks itself (`-p -1`) and reports in its
+    /// ports file: no race with other tests for a free port.
     pub fn start() -> Self {
+        init_logs();
         let store = tempfile::tempdir().expect("temp store dir");
         let mut server = Self {
             child: None,
             port: 0,
             store,
         };
-        for _ in 0..5 {
-            server.port = free_port();
-            if server.spawn() {
-                return server;
-            }
-        }
-        panic!("could not start nats-server (is it installed? scripts/test.sh installs it)");
+        assert!(server.spawn(), "nats-server did not start");
+        server
     }
 
     /// Start the server again on the same port and store (after `kill`).
+    #[allow(dead_code)] // for the JetStream fault tests
     pub fn restart(&mut self) {
-        assert!(self.spawn(), "nats-server did not come back on port {}", self.port);
+        assert!(
+            self.spawn(),
+            "nats-server did not come back on port {}",
+            self.port
+        );
     }
 
     fn spawn(&mut self) -> bool {
+        let ports_dir = self.store.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("nats-server")
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+            .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
             .arg("--store_dir")
             .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed (scripts/test.sh installs it)");
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
-                return false; // exited: port taken, try another
+                return false;
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+            if let Some(port) = std::fs::read_to_string(&ports_file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|v| v["nats"][0].as_str().map(str::to_owned))
+                .and_then(|url| url.rsplit(':').next().and_then(|p| p.parse().ok()))
+            {
+                self.port = port;
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return true;
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         self.kill();
         false
@@ -83,7 +112,9 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("test client connects")
+        async_nats::connect(self.url())
+            .await
+            .expect("test client connects")
     }
 }
 
@@ -91,11 +122,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
 }
 
 pub fn repo_root() -> PathBuf {
@@ -178,6 +204,28 @@ pub async fn stream_count(client: &async_nats::Client, stream: &str) -> u64 {
     stream.info().await.expect("stream info").state.messages
 }
 
+/// Wait until a stream holds exactly `expected` messages: core publishes are
+/// stored asynchronously, so a count read at once may lag. Fails if the count
+/// overshoots or does not get there within PATIENCE.
+pub async fn wait_stream_count(client: &async_nats::Client, stream: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let count = stream_count(client, stream).await;
+        assert!(
+            count <= expected,
+            "stream {stream} holds {count} messages, more than {expected}"
+        );
+        if count == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream {stream} holds {count} messages, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Create a stream capturing `subjects` (to count outputs exactly).
 pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[&str]) {
     let js = async_nats::jetstream::new(client.clone());
@@ -188,21 +236,4 @@ pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[
     })
     .await
     .expect("create stream");
-}
-
-/// Every message currently in a stream, oldest first.
-pub async fn stream_messages(
-    client: &async_nats::Client,
-    stream: &str,
-) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let count = stream.get_info().await.expect("stream info").state.last_sequence;
-    let mut out = Vec::new();
-    for seq in 1..=count {
-        if let Ok(msg) = stream.get_raw_message(seq).await {
-            out.push(msg);
-        }
-    }
-    out
 }

@@ -71,7 +71,9 @@ impl Executor {
         limits: &Limits,
     ) -> Self {
         Self {
-            inner: Inner::Wasm(Box::new(WasmExecutor::new(runtime, prepared, shared, limits))),
+            inner: Inner::Wasm(Box::new(WasmExecutor::new(
+                runtime, prepared, shared, limits,
+            ))),
         }
     }
 
@@ -244,7 +246,7 @@ impl WasmExecutor {
         }
         let mut message = match trap {
             Some(Trap::StackOverflow) => "wasm trap: call stack exhausted".to_owned(),
-            Some(trap) => format!("wasm trap: {trap}"),
+            Some(trap) => trap.to_string(),
             None => format!("{error:#}"),
         };
         if let Some(last) = &state.call.last_error {

@@ -73,7 +73,9 @@ impl Runtime {
             .memory_init_cow(true)
             .max_wasm_stack(512 * 1024)
             .async_stack_size(2 * 1024 * 1024);
-        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("cannot configure the wasmtime engine")?;
+        let engine = Engine::new(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("cannot configure the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -106,8 +108,9 @@ impl Runtime {
     /// Compile (or fetch from the cache) a component and check that it is a
     /// handler, ready to be instantiated for events.
     pub fn prepare(&self, wasm: &[u8], sha256: &[u8; 32]) -> Result<Prepared, LoadError> {
-        let component = cache::load_or_compile(&self.engine, self.cache_dir.as_deref(), wasm, sha256)
-            .map_err(LoadError::Compile)?;
+        let component =
+            cache::load_or_compile(&self.engine, self.cache_dir.as_deref(), wasm, sha256)
+                .map_err(LoadError::Compile)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
