@@ -259,6 +259,13 @@ pub trait Sink: Send + Sync + 'static {
     fn dead_letter(&self, message: Message) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Check an event before any attempt: producer tokens (the auth module). A
+/// failure here is final (`unauthorized`): the event is dead-lettered without
+/// retries. May rewrite the event (strip the token, set the principal).
+pub fn admit(_plugin: &Plugin, _event: &mut Event) -> Result<(), Failure> {
+    Ok(())
+}
+
 /// Handle one core-NATS event to the end: attempts with in-process backoff,
 /// then outputs or a dead letter. Once `stopping` is cancelled no new retry is
 /// scheduled: a failing event is dead-lettered at once.
@@ -269,6 +276,10 @@ pub async fn run_core<S: Sink>(
     stopping: CancellationToken,
 ) {
     let first_seen = SystemTime::now();
+    if let Err(failure) = admit(&plugin, &mut event) {
+        dead_letter(&plugin, sink.as_ref(), &event, &failure, first_seen).await;
+        return;
+    }
     let policy = &plugin.manifest.retry;
     loop {
         let run = plugin.executor.run(&event).await;
