@@ -87,6 +87,7 @@ fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)
         ),
         dead_letter_subject: "weir.dlq.native".into(),
         stats: Stats::default(),
+        auth: None,
     };
     vec![
         ("native", native),

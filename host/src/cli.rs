@@ -33,6 +33,59 @@ pub enum Command {
     Pub(PubArgs),
     /// Print messages arriving on a subject.
     Sub(SubArgs),
+    /// Generate signing keys for grants and producer tokens.
+    Keys(crate::auth::commands::KeysArgs),
+    /// Sign or verify a plugin's grant (grant.jwt in its bundle).
+    Grant(crate::auth::commands::GrantArgs),
+    /// Mint producer tokens (for tests and demos).
+    Token(crate::auth::commands::TokenArgs),
+    /// Inspect, replay and purge the dead-letter queue.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// NATS URL (replaces nats.url).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL", global = true)]
+    pub nats: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        plugin: Option<String>,
+    },
+    /// Show one dead letter: headers and payload.
+    Show { id: u64 },
+    /// Republish dead letters to their original subjects with their original
+    /// headers, then remove them.
+    Replay {
+        /// The dead letter's id (its sequence in the stream).
+        #[arg(conflicts_with_all = ["plugin", "all"], required_unless_present_any = ["plugin", "all"])]
+        id: Option<u64>,
+        /// Every dead letter of this plugin.
+        #[arg(long, conflicts_with = "all")]
+        plugin: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove dead letters without replaying them.
+    Purge {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        plugin: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +198,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test(args).await,
         Command::Pub(args) => publish(args).await,
         Command::Sub(args) => subscribe(args).await,
+        Command::Keys(args) => crate::auth::commands::keys(args),
+        Command::Grant(args) => crate::auth::commands::grant(args),
+        Command::Token(args) => crate::auth::commands::token(args),
+        Command::Dlq(args) => dlq(args).await,
     }
 }
 
@@ -173,7 +230,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    host::run(&config, shutdown).await?;
+    host::run(&config, args.dev, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -290,6 +347,86 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
         seen += 1;
         if args.count.is_some_and(|c| seen >= c) {
             break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init("warn", false);
+    let mut config = load_config(&args.config)?;
+    if let Some(url) = &args.nats {
+        config.nats.url = url.clone();
+    }
+    let client = tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
+        .await
+        .with_context(|| format!("no NATS server answered at {} within 10 s", config.nats.url))??;
+    let mut dead = crate::dlq::DeadLetters::open(client, &config.dead_letter).await?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        DlqCommand::List { plugin } => {
+            let entries = dead.list(plugin.as_deref()).await?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut out, &entries)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:>6}  {:<20} {:<16} {:>8}  {:<24} {:<24} ERROR",
+                    "ID", "PLUGIN", "KIND", "ATTEMPTS", "SUBJECT", "LAST SEEN"
+                )?;
+                for e in &entries {
+                    let error: String = e.error.chars().take(60).collect();
+                    writeln!(
+                        out,
+                        "{:>6}  {:<20} {:<16} {:>8}  {:<24} {:<24} {error}",
+                        e.id, e.plugin, e.kind, e.attempts, e.original_subject, e.last_seen
+                    )?;
+                }
+                writeln!(out, "{} dead letters", entries.len())?;
+            }
+        }
+        DlqCommand::Show { id } => {
+            let entry = dead.get(id).await?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut out, &entry)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "dead letter {} of plugin {}", entry.id, entry.plugin)?;
+                for (k, v) in &entry.headers {
+                    writeln!(out, "  {k}: {v}")?;
+                }
+                match &entry.payload_text {
+                    Some(text) => writeln!(out, "\n{text}")?,
+                    None => writeln!(out, "\n({} bytes of binary payload)", entry.payload_bytes)?,
+                }
+            }
+        }
+        DlqCommand::Replay { id, plugin, all } => {
+            let entries = match id {
+                Some(id) => vec![dead.get(id).await?],
+                None if all || plugin.is_some() => dead.list(plugin.as_deref()).await?,
+                None => anyhow::bail!("give an id, --plugin or --all"),
+            };
+            let mut replayed = Vec::new();
+            for entry in &entries {
+                dead.replay(entry).await?;
+                replayed.push(entry.id);
+                if !args.json {
+                    writeln!(out, "replayed {} to {}", entry.id, entry.original_subject)?;
+                }
+            }
+            if args.json {
+                writeln!(out, "{}", serde_json::json!({ "replayed": replayed }))?;
+            }
+        }
+        DlqCommand::Purge { plugin, all } => {
+            let purged = dead.purge(if all { None } else { plugin.as_deref() }).await?;
+            if args.json {
+                writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
+            } else {
+                writeln!(out, "purged {purged} dead letters")?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

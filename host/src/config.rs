@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::{HostAuthConfig, PluginAuth};
 use crate::event::{is_publish_subject, is_subscribe_subject};
 
 /// A config file could not be used. Displays as `FILE: FIELD: what is wrong`.
@@ -82,6 +83,30 @@ pub struct HostConfig {
     pub sandbox: SandboxConfig,
     pub dead_letter: DeadLetterConfig,
     pub shutdown: ShutdownConfig,
+    /// `[[streams]]`: JetStream streams to create when missing. weir creates
+    /// no stream on its own in production; `weir up --dev` also creates the
+    /// ones its plugins' jetstream subscriptions name.
+    pub streams: Vec<StreamSpec>,
+    /// `[auth]`: trusted keys and the grant policy (the auth module).
+    pub auth: HostAuthConfig,
+}
+
+/// One `[[streams]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    /// Keep messages in memory instead of files.
+    #[serde(default)]
+    pub memory: bool,
+    /// How long `Nats-Msg-Id` deduplication remembers an id.
+    #[serde(default = "default_duplicate_window_ms")]
+    pub duplicate_window_ms: u64,
+}
+
+fn default_duplicate_window_ms() -> u64 {
+    120_000
 }
 
 /// `[nats]`: how the host reaches its NATS server.
@@ -95,6 +120,26 @@ pub struct NatsConfig {
     /// Messages async-nats buffers per subscription before it drops silently;
     /// weir drains it into its own bounded queue and counts what it sheds.
     pub subscription_capacity: usize,
+    /// Token auth: a file holding the token, or an environment variable.
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    /// User/password auth: the password from a file or an environment variable.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// NKey auth: a file holding the seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes them.
+    pub creds_file: Option<PathBuf>,
+    /// TLS: a PEM file of CA certificates to trust (besides the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate and its key (PEM), for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Start TLS before the server's INFO (servers with `handshake_first`).
+    pub tls_first: bool,
+    /// Refuse to talk to a server without TLS.
+    pub require_tls: bool,
 }
 
 impl Default for NatsConfig {
@@ -103,6 +148,18 @@ impl Default for NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             name: "weir".into(),
             subscription_capacity: 65_536,
+            token_file: None,
+            token_env: None,
+            user: None,
+            password_file: None,
+            password_env: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_first: false,
+            require_tls: false,
         }
     }
 }
@@ -225,6 +282,13 @@ impl HostConfig {
         if self.nats.subscription_capacity == 0 {
             return err("nats.subscription_capacity", "must be at least 1");
         }
+        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+            return err(
+                "nats.tls_cert_file",
+                "give the client certificate and its key (tls_key_file) together",
+            );
+        }
+        self.auth.validate(path)?;
         if self.sandbox.max_instances == 0 {
             return err("sandbox.max_instances", "must be at least 1");
         }
@@ -240,11 +304,23 @@ impl HostConfig {
                 "must be a subject without wildcards",
             );
         }
-        if self.dead_letter.stream.is_empty()
-            || self
-                .dead_letter
-                .stream
-                .contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+        for (i, stream) in self.streams.iter().enumerate() {
+            if !is_stream_name(&stream.name) {
+                return err(
+                    &format!("streams[{i}].name"),
+                    "must be a stream name (no dots, wildcards or spaces)",
+                );
+            }
+            if stream.subjects.is_empty()
+                || !stream.subjects.iter().all(|s| is_subscribe_subject(s))
+            {
+                return err(
+                    &format!("streams[{i}].subjects"),
+                    "needs one or more valid NATS subjects",
+                );
+            }
+        }
+        if !is_stream_name(&self.dead_letter.stream)
         {
             return err(
                 "dead_letter.stream",
@@ -278,6 +354,9 @@ pub struct Manifest {
     /// Strings handed to the plugin through `host.config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// `[auth]`: events must carry a valid producer token (the auth module).
+    #[serde(default)]
+    pub auth: Option<PluginAuth>,
 }
 
 /// One `[[subscribe]]` entry.
@@ -294,6 +373,10 @@ pub struct Subscription {
     /// core: a queue group, so several hosts share the work.
     #[serde(default)]
     pub queue: Option<String>,
+    /// jetstream: the durable consumer's name; default
+    /// `weir-<plugin>-<hash of the subject>`, shared by every host.
+    #[serde(default)]
+    pub durable: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -424,6 +507,12 @@ impl Manifest {
                             "only jetstream subscriptions name a stream".into(),
                         );
                     }
+                    if sub.durable.is_some() {
+                        return err(
+                            field("durable"),
+                            "only jetstream subscriptions have a durable consumer".into(),
+                        );
+                    }
                 }
                 DeliveryMode::Jetstream => {
                     match sub.stream.as_deref() {
@@ -434,6 +523,14 @@ impl Manifest {
                             );
                         }
                         Some(_) => {}
+                    }
+                    if let Some(durable) = &sub.durable
+                        && !is_stream_name(durable)
+                    {
+                        return err(
+                            field("durable"),
+                            format!("{durable:?} is not a consumer name"),
+                        );
                     }
                     if sub.queue.is_some() {
                         return err(
@@ -480,8 +577,20 @@ impl Manifest {
         if self.retry.backoff_ms.is_empty() {
             return err("retry.backoff_ms".into(), "needs at least one delay".into());
         }
+        if let Some(auth) = &self.auth {
+            auth.validate(path)?;
+        }
         Ok(())
     }
+}
+
+/// JetStream stream and consumer names: no dots, wildcards or whitespace.
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(|c: char| {
+            c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control()
+        })
 }
 
 /// Plugin names end up in subjects (`weir.dlq.<name>`) and durable names, so

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bundle::{self, Bundle};
-use crate::config::{DeliveryMode, HostConfig};
+use crate::config::{DeliveryMode, HostConfig, StreamSpec};
 use crate::event::Event;
 use crate::pipeline::{self, Plugin};
 use crate::sandbox::Runtime;
-use crate::transport::{self, IdSource, NatsSink};
+use crate::transport::{self, IdSource, NatsSink, jetstream};
 
 /// A bundle that was not loaded, and why.
 #[derive(Debug, Clone)]
@@ -107,6 +107,12 @@ impl Host {
     /// Load plugins, connect and subscribe. When this returns, every
     /// subscription is registered with the server.
     pub async fn start(config: &HostConfig) -> anyhow::Result<Self> {
+        Self::start_with(config, false).await
+    }
+
+    /// Like [`start`](Self::start); with `dev_streams`, also create the
+    /// streams that the plugins' jetstream subscriptions name (`weir up --dev`).
+    pub async fn start_with(config: &HostConfig, dev_streams: bool) -> anyhow::Result<Self> {
         let runtime = Arc::new(Runtime::new(&config.sandbox)?);
         let Loaded { plugins, refused } = {
             let runtime = runtime.clone();
@@ -126,38 +132,35 @@ impl Host {
         let events = TaskTracker::new();
         let ids = Arc::new(IdSource::default());
 
-        for plugin in &plugins {
-            let limits = &plugin.manifest.limits;
-            let (tx, rx) = mpsc::channel::<Event>(limits.queue as usize);
-            for sub in &plugin.manifest.subscribe {
-                match sub.mode {
-                    DeliveryMode::Core => {
-                        let subscriber = transport::subscribe_core(&client, plugin, sub).await?;
-                        feeders.spawn(transport::read_core(
-                            subscriber,
-                            plugin.clone(),
-                            tx.clone(),
-                            ids.clone(),
-                            stop.clone(),
-                        ));
-                    }
-                    DeliveryMode::Jetstream => {
-                        tracing::error!(
-                            plugin = plugin.name(), subject = %sub.subject,
-                            "jetstream subscriptions are not supported by this build; skipped"
-                        );
-                    }
+        let mut streams = config.streams.clone();
+        if dev_streams {
+            streams.extend(dev_stream_specs(&plugins, &streams));
+        }
+        if !streams.is_empty() {
+            let js = sink.jetstream().context(
+                "weir.toml declares [[streams]] but the NATS server has no JetStream",
+            )?;
+            jetstream::ensure_streams(js, &streams).await?;
+        }
+
+        let mut refused = refused;
+        let mut running = Vec::new();
+        for plugin in plugins {
+            match subscribe_plugin(&client, &sink, &plugin, &ids, &feeders, &events, &stop).await {
+                Ok(()) => running.push(plugin),
+                Err(e) => {
+                    // A subscription that cannot be made refuses the plugin;
+                    // the others keep running.
+                    let reason = format!("{e:#}");
+                    tracing::error!(plugin = plugin.name(), "refusing plugin: {reason}");
+                    refused.push(Refused {
+                        path: PathBuf::from(plugin.name()),
+                        reason,
+                    });
                 }
             }
-            drop(tx);
-            feeders.spawn(dispatch(
-                plugin.clone(),
-                sink.clone(),
-                rx,
-                events.clone(),
-                stop.clone(),
-            ));
         }
+        let plugins = running;
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
@@ -221,33 +224,169 @@ impl Host {
     }
 }
 
-/// Start one task per queued event, at most `max_in_flight` at once.
+/// What the dispatcher runs: a core event, or a JetStream delivery to settle.
+pub enum Job {
+    Core(Event),
+    JetStream(Box<jetstream::Delivery>),
+}
+
+/// Subscribe all of one plugin's subscriptions and start its dispatcher.
+async fn subscribe_plugin(
+    client: &async_nats::Client,
+    sink: &Arc<NatsSink>,
+    plugin: &Arc<Plugin>,
+    ids: &Arc<IdSource>,
+    feeders: &TaskTracker,
+    events: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let limits = &plugin.manifest.limits;
+    // JetStream deliveries wait in the queue with their ack timer running:
+    // keep that wait short.
+    let has_jetstream = plugin
+        .manifest
+        .subscribe
+        .iter()
+        .any(|s| s.mode == DeliveryMode::Jetstream);
+    let capacity = if has_jetstream {
+        limits.max_in_flight as usize
+    } else {
+        limits.queue as usize
+    };
+    let (tx, rx) = mpsc::channel::<Job>(capacity);
+    // Subscribe everything first: a failure refuses the plugin before any
+    // reader starts.
+    let mut core = Vec::new();
+    let mut pulls = Vec::new();
+    for sub in &plugin.manifest.subscribe {
+        match sub.mode {
+            DeliveryMode::Core => core.push(transport::subscribe_core(client, plugin, sub).await?),
+            DeliveryMode::Jetstream => {
+                let js = sink
+                    .jetstream()
+                    .context("jetstream subscription, but the NATS server has no JetStream")?;
+                pulls.push(jetstream::bind_consumer(js, plugin, sub).await?);
+            }
+        }
+    }
+    for subscriber in core {
+        feeders.spawn(transport::read_core(
+            subscriber,
+            plugin.clone(),
+            tx.clone(),
+            ids.clone(),
+            stop.clone(),
+        ));
+    }
+    for consumer in pulls {
+        feeders.spawn(jetstream::read(
+            consumer,
+            plugin.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(tx);
+    feeders.spawn(dispatch(
+        plugin.clone(),
+        sink.clone(),
+        rx,
+        events.clone(),
+        stop.clone(),
+    ));
+    Ok(())
+}
+
+/// `--dev`: a file stream per jetstream subscription whose stream is neither
+/// declared nor requested twice, capturing the subscription's subject.
+fn dev_stream_specs(plugins: &[Arc<Plugin>], declared: &[StreamSpec]) -> Vec<StreamSpec> {
+    let mut specs: Vec<StreamSpec> = Vec::new();
+    for plugin in plugins {
+        for sub in &plugin.manifest.subscribe {
+            let Some(name) = &sub.stream else { continue };
+            if declared.iter().any(|s| &s.name == name) {
+                continue;
+            }
+            match specs.iter_mut().find(|s| &s.name == name) {
+                Some(spec) if !spec.subjects.contains(&sub.subject) => {
+                    spec.subjects.push(sub.subject.clone())
+                }
+                Some(_) => {}
+                None => specs.push(StreamSpec {
+                    name: name.clone(),
+                    subjects: vec![sub.subject.clone()],
+                    memory: false,
+                    duplicate_window_ms: 120_000,
+                }),
+            }
+        }
+    }
+    specs
+}
+
+/// Start one task per queued job, at most `max_in_flight` at once. Once
+/// `stop` fires, queued JetStream deliveries are handed back to the server
+/// (nak) for another host instead of being started here.
 async fn dispatch(
     plugin: Arc<Plugin>,
     sink: Arc<NatsSink>,
-    mut queue: mpsc::Receiver<Event>,
+    mut queue: mpsc::Receiver<Job>,
     events: TaskTracker,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(
         plugin.manifest.limits.max_in_flight as usize,
     ));
-    while let Some(event) = queue.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+    let progress_every = jetstream::ack_wait(plugin.manifest.limits.timeout_ms) / 3;
+    while let Some(job) = queue.recv().await {
+        let permit = match job {
+            Job::JetStream(delivery) if stop.is_cancelled() => {
+                jetstream::settle(
+                    &delivery.message,
+                    pipeline::Settle::NakNow,
+                    plugin.name(),
+                    &delivery.event.id,
+                )
+                .await;
+                continue;
+            }
+            job => match slots.clone().acquire_owned().await {
+                Ok(permit) => (job, permit),
+                Err(_) => return,
+            },
         };
-        let work = pipeline::run_core(plugin.clone(), sink.clone(), event, stop.clone());
+        let (job, permit) = permit;
+        let plugin = plugin.clone();
+        let sink = sink.clone();
+        let stop = stop.clone();
         events.spawn(async move {
-            work.await;
+            match job {
+                Job::Core(event) => pipeline::run_core(plugin, sink, event, stop).await,
+                Job::JetStream(delivery) => {
+                    let jetstream::Delivery {
+                        event,
+                        first_seen,
+                        message,
+                    } = *delivery;
+                    let id = event.id.clone();
+                    let work = pipeline::run_jetstream(&plugin, sink.as_ref(), event, first_seen);
+                    let settle = jetstream::with_progress(&message, progress_every, work).await;
+                    jetstream::settle(&message, settle, plugin.name(), &id).await;
+                }
+            }
             // The slot frees when the event is done, outputs or dead letter.
             drop(permit);
         });
     }
 }
 
-/// Run a host until `shutdown` resolves.
-pub async fn run(config: &HostConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let host = Host::start(config).await?;
+/// Run a host until `shutdown` resolves. `dev_streams`: see [`Host::start_with`].
+pub async fn run(
+    config: &HostConfig,
+    dev_streams: bool,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let host = Host::start_with(config, dev_streams).await?;
     tracing::info!(
         plugins = host.plugins().len(),
         refused = host.refused().len(),

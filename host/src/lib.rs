@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: `weir.toml` and `plugin.toml`, parsed strictly.
 //! - [`bundle`]: a plugin folder read from disk, its component checked and hashed.
+//! - [`auth`]: grants bound to the wasm hash (checked at load), producer
+//!   tokens (checked per event), trusted keys, NATS credentials.
 //! - [`transport`]: NATS — connection, subscriptions, the publishing sink.
 //! - [`pipeline`]: per event — attempt, decide (done / retry / dead-letter),
 //!   dead letters and error replies. Knows nothing of NATS.
@@ -13,13 +15,16 @@
 //!   instances. Knows nothing of retries.
 //! - [`policy`]: what a plugin may publish.
 //! - [`host`]: `weir up` — ties the above together and stops gracefully.
+//! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] are the edges.
 
+pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dlq;
 pub mod event;
 pub mod harness;
 pub mod host;

@@ -47,6 +47,8 @@ pub struct Plugin {
     /// `weir.dlq.<name>`.
     pub dead_letter_subject: String,
     pub stats: Stats,
+    /// Verifies producer tokens when plugin.toml has `[auth]` (see [`admit`]).
+    pub auth: Option<Arc<crate::auth::TokenVerifier>>,
 }
 
 impl Plugin {
@@ -59,6 +61,9 @@ impl Plugin {
         capture_logs: bool,
     ) -> Result<Self, LoadError> {
         let manifest = bundle.manifest.clone();
+        // Grants are checked before compiling: a refused bundle costs nothing.
+        let auth =
+            crate::auth::PluginAuthState::load(bundle, &host.auth).map_err(LoadError::Refused)?;
         let prepared = runtime.prepare(&bundle.wasm, &bundle.sha256)?;
         let limits = &manifest.limits;
         let shared = PluginShared {
@@ -68,7 +73,7 @@ impl Plugin {
                 max_outputs: limits.max_outputs,
                 max_output_bytes: limits.max_output_bytes,
                 dead_letter_prefix: host.dead_letter.subject_prefix.clone(),
-                granted: None,
+                granted: auth.granted_publish(),
             },
             memory_bytes: limits.memory_mb as usize * 1024 * 1024,
             capture_logs,
@@ -79,6 +84,7 @@ impl Plugin {
             manifest,
             executor,
             stats: Stats::default(),
+            auth: auth.verifier,
         })
     }
 
@@ -253,8 +259,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// Where the pipeline's results go: implemented by the transport.
 pub trait Sink: Send + Sync + 'static {
-    /// Publish a handler's outputs (in order).
-    fn publish(&self, outputs: Vec<Message>) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Publish a handler's outputs (in order). With `confirm`, return only once
+    /// the server has them (stored, for subjects a stream captures).
+    fn publish(
+        &self,
+        outputs: Vec<Message>,
+        confirm: bool,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Store a dead letter durably.
     fn dead_letter(&self, message: Message) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
@@ -262,8 +273,11 @@ pub trait Sink: Send + Sync + 'static {
 /// Check an event before any attempt: producer tokens (the auth module). A
 /// failure here is final (`unauthorized`): the event is dead-lettered without
 /// retries. May rewrite the event (strip the token, set the principal).
-pub fn admit(_plugin: &Plugin, _event: &mut Event) -> Result<(), Failure> {
-    Ok(())
+pub fn admit(plugin: &Plugin, event: &mut Event) -> Result<(), Failure> {
+    match &plugin.auth {
+        Some(verifier) => verifier.admit(event),
+        None => Ok(()),
+    }
 }
 
 /// Handle one core-NATS event to the end: attempts with in-process backoff,
@@ -287,7 +301,7 @@ pub async fn run_core<S: Sink>(
         let failure = match outcome {
             Outcome::Done(mut outputs) => {
                 stamp_outputs(&event, &mut outputs);
-                match sink.publish(outputs).await {
+                match sink.publish(outputs, false).await {
                     Ok(()) => Stats::bump(&plugin.stats.succeeded),
                     Err(e) => tracing::error!(
                         plugin = plugin.name(), event = %event.id, subject = %event.subject,
@@ -329,14 +343,93 @@ pub async fn run_core<S: Sink>(
     }
 }
 
+/// How to settle a JetStream message after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: outputs confirmed by the server.
+    Ack,
+    /// Redeliver after this delay (the retry backoff).
+    Nak(Duration),
+    /// Redeliver at once (another host may take it: shutdown).
+    NakNow,
+    /// Dead-lettered: never redeliver.
+    Term,
+    /// Leave unacknowledged: the server redelivers after ack_wait (the outputs
+    /// or the dead letter could not be confirmed).
+    Leave,
+}
+
+/// One attempt at a JetStream event: the retry backoff is the server's (a
+/// delayed nak), so nothing waits in-process. The attempt number is the
+/// server's delivery count, so it survives host restarts.
+pub async fn run_jetstream<S: Sink>(
+    plugin: &Plugin,
+    sink: &S,
+    mut event: Event,
+    first_seen: SystemTime,
+) -> Settle {
+    let policy = &plugin.manifest.retry;
+    let failure = if event.attempt > policy.max_attempts {
+        // Delivered again after the last attempt: a host died mid-attempt.
+        Failure::new(
+            FailureKind::Retry,
+            format!(
+                "delivered {} times without a result (max_attempts is {})",
+                event.attempt, policy.max_attempts
+            ),
+        )
+    } else if let Err(failure) = admit(plugin, &mut event) {
+        failure
+    } else {
+        let run = plugin.executor.run(&event).await;
+        match decide(policy, event.attempt, run.result) {
+            Outcome::Done(mut outputs) => {
+                stamp_outputs(&event, &mut outputs);
+                return match sink.publish(outputs, true).await {
+                    Ok(()) => {
+                        Stats::bump(&plugin.stats.succeeded);
+                        Settle::Ack
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                            error = %format!("{e:#}"), "outputs not confirmed; the event will be redelivered"
+                        );
+                        Settle::Leave
+                    }
+                };
+            }
+            Outcome::Retry { delay, failure } => {
+                Stats::bump(&plugin.stats.failed_attempts);
+                tracing::debug!(
+                    plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                    attempt = event.attempt, delay_ms = delay.as_millis() as u64,
+                    "attempt failed, will retry: {failure}"
+                );
+                return Settle::Nak(delay);
+            }
+            Outcome::DeadLetter(failure) => {
+                Stats::bump(&plugin.stats.failed_attempts);
+                failure
+            }
+        }
+    };
+    if dead_letter(plugin, sink, &event, &failure, first_seen).await {
+        Settle::Term
+    } else {
+        Settle::Leave
+    }
+}
+
 /// Dead-letter `event` after `failure`, and answer its requester if it has one.
+/// Returns whether the dead letter was stored.
 pub async fn dead_letter<S: Sink>(
     plugin: &Plugin,
     sink: &S,
     event: &Event,
     failure: &Failure,
     first_seen: SystemTime,
-) {
+) -> bool {
     tracing::warn!(
         plugin = plugin.name(), event = %event.id, subject = %event.subject,
         attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
@@ -351,18 +444,25 @@ pub async fn dead_letter<S: Sink>(
         first_seen,
         last_seen: SystemTime::now(),
     };
-    match sink.dead_letter(letter.to_message()).await {
-        Ok(()) => Stats::bump(&plugin.stats.dead_lettered),
-        Err(e) => tracing::error!(
-            plugin = plugin.name(), event = %event.id, subject = %event.subject,
-            error = %format!("{e:#}"), "cannot store the dead letter"
-        ),
-    }
+    let stored = match sink.dead_letter(letter.to_message()).await {
+        Ok(()) => {
+            Stats::bump(&plugin.stats.dead_lettered);
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                error = %format!("{e:#}"), "cannot store the dead letter"
+            );
+            false
+        }
+    };
     if let Some(reply) = error_reply(event, failure)
-        && let Err(e) = sink.publish(vec![reply]).await
+        && let Err(e) = sink.publish(vec![reply], false).await
     {
         tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
     }
+    stored
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ mod support;
 
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// At-least-once delivery on JetStream, faults included.
+mod jetstream;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
 /// Hostile plugins fail only their own events.

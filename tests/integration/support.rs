@@ -45,7 +45,6 @@ impl NatsServer {
     }
 
     /// Start the server again on the same port and store (after `kill`).
-    #[allow(dead_code)] // for the JetStream fault tests
     pub fn restart(&mut self) {
         assert!(
             self.spawn(),

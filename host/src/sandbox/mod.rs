@@ -33,6 +33,9 @@ pub enum LoadError {
         "the component does not fit the weir:plugin/handler world (wit/ in the weir repository): {0:#}"
     )]
     World(anyhow::Error),
+    /// Refused before compiling: a missing or bad grant, an unknown issuer, ...
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The engine and linker every plugin shares.

@@ -2,12 +2,14 @@
 //! queue, and the [`NatsSink`] that publishes outputs and dead letters.
 //! async-nats types stay in this module.
 
+pub mod jetstream;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream;
+use async_nats::jetstream as js;
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
@@ -20,7 +22,39 @@ use crate::pipeline::{Plugin, Sink};
 /// Connect to NATS, retrying the first connection and every later one, for
 /// good: a host outlives a restart of its server.
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
-    async_nats::ConnectOptions::new()
+    use crate::auth::secret::{NatsCredentials, nats_credentials, redact_url};
+    let url = redact_url(&config.url);
+    // Secrets come from files or the environment and go straight to the
+    // client: they are in no message and no log line.
+    let mut options = match nats_credentials(config)? {
+        NatsCredentials::None => async_nats::ConnectOptions::new(),
+        NatsCredentials::Token(token) => {
+            async_nats::ConnectOptions::new().token(token.expose().to_owned())
+        }
+        NatsCredentials::UserPassword { user, password } => {
+            async_nats::ConnectOptions::new().user_and_password(user, password.expose().to_owned())
+        }
+        NatsCredentials::NkeySeed(seed) => {
+            async_nats::ConnectOptions::new().nkey(seed.expose().to_owned())
+        }
+        NatsCredentials::CredsFile(path) => async_nats::ConnectOptions::new()
+            .credentials_file(&path)
+            .await
+            .with_context(|| format!("nats.creds_file: cannot use {}", path.display()))?,
+    };
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.require_tls {
+        options = options.require_tls(true);
+    }
+    if config.tls_first {
+        options = options.tls_first();
+    }
+    options
         .name(&config.name)
         .subscription_capacity(config.subscription_capacity)
         .retry_on_initial_connect()
@@ -42,7 +76,7 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
         })
         .connect(config.url.as_str())
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.url))
+        .with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
 /// Wait until the server has processed everything sent so far on `client`
@@ -136,18 +170,23 @@ impl IdSource {
 /// with a publish ack when the server has JetStream, so none is lost silently.
 pub struct NatsSink {
     client: Client,
-    jetstream: Option<jetstream::Context>,
+    jetstream: Option<js::Context>,
+    /// Output subjects no stream captures (JetStream said so): published on
+    /// core NATS, then confirmed with a round trip. Forgotten every minute,
+    /// so a stream created later is noticed.
+    no_stream: std::sync::Mutex<(Instant, std::collections::HashSet<String>)>,
 }
 
 impl NatsSink {
     /// Make sure the dead-letter stream exists (file storage, capturing
     /// `<prefix>.>`); without JetStream, dead letters go out on core NATS.
     pub async fn new(client: Client, dead_letter: &DeadLetterConfig) -> Self {
-        let js = jetstream::new(client.clone());
-        let config = jetstream::stream::Config {
+        let js = js::new(client.clone());
+        let config = js::stream::Config {
             name: dead_letter.stream.clone(),
             subjects: vec![format!("{}.>", dead_letter.subject_prefix)],
-            storage: jetstream::stream::StorageType::File,
+            storage: js::stream::StorageType::File,
+            allow_direct: true,
             description: Some("weir dead letters".into()),
             ..Default::default()
         };
@@ -161,11 +200,52 @@ impl NatsSink {
                 None
             }
         };
-        Self { client, jetstream }
+        Self {
+            client,
+            jetstream,
+            no_stream: std::sync::Mutex::new((Instant::now(), Default::default())),
+        }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn jetstream(&self) -> Option<&js::Context> {
+        self.jetstream.as_ref()
+    }
+
+    fn has_no_stream(&self, subject: &str) -> bool {
+        let Ok(mut known) = self.no_stream.lock() else {
+            return false;
+        };
+        if known.0.elapsed() > Duration::from_secs(60) {
+            *known = (Instant::now(), Default::default());
+        }
+        known.1.contains(subject)
+    }
+
+    fn remember_no_stream(&self, subject: &str) {
+        if let Ok(mut known) = self.no_stream.lock()
+            && known.1.len() < 10_000
+        {
+            known.1.insert(subject.to_owned());
+        }
+    }
+
+    /// Publish to a stream and wait for its ack; `Ok(false)` when no stream
+    /// captures the subject.
+    async fn publish_stored(&self, js: &js::Context, msg: &Message) -> anyhow::Result<bool> {
+        let headers = to_header_map(&msg.headers)?;
+        let ack = js
+            .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
+            .await
+            .with_context(|| format!("cannot publish to {:?}", msg.subject))?;
+        match ack.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == js::context::PublishErrorKind::StreamNotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("no ack from JetStream for {:?}", msg.subject)),
+        }
     }
 
     async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
@@ -178,12 +258,26 @@ impl NatsSink {
 }
 
 impl Sink for NatsSink {
-    async fn publish(&self, outputs: Vec<Message>) -> anyhow::Result<()> {
+    async fn publish(&self, outputs: Vec<Message>, confirm: bool) -> anyhow::Result<()> {
+        let mut unconfirmed = false;
         for msg in outputs {
+            if confirm
+                && let Some(js) = &self.jetstream
+                && !self.has_no_stream(&msg.subject)
+            {
+                if self.publish_stored(js, &msg).await? {
+                    continue;
+                }
+                self.remember_no_stream(&msg.subject);
+            }
             let subject = msg.subject.clone();
             self.publish_core(msg)
                 .await
                 .with_context(|| format!("output to {subject:?}"))?;
+            unconfirmed = true;
+        }
+        if confirm && unconfirmed {
+            sync_with_server(&self.client).await?;
         }
         Ok(())
     }
@@ -241,7 +335,7 @@ pub async fn subscribe_core(
 pub async fn read_core(
     mut subscriber: async_nats::Subscriber,
     plugin: Arc<Plugin>,
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<crate::host::Job>,
     ids: Arc<IdSource>,
     stop: CancellationToken,
 ) {
@@ -254,7 +348,9 @@ pub async fn read_core(
         let Some(msg) = msg else { return };
         plugin.stats.received.fetch_add(1, Ordering::Relaxed);
         let event = to_event(msg, &ids);
-        if let Err(mpsc::error::TrySendError::Full(event)) = queue.try_send(event) {
+        if let Err(mpsc::error::TrySendError::Full(crate::host::Job::Core(event))) =
+            queue.try_send(crate::host::Job::Core(event))
+        {
             let shed = plugin.stats.shed.fetch_add(1, Ordering::Relaxed) + 1;
             if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                 last_warning = Some(Instant::now());
@@ -272,7 +368,11 @@ pub async fn read_core(
     }
     while let Some(msg) = subscriber.next().await {
         plugin.stats.received.fetch_add(1, Ordering::Relaxed);
-        if queue.send(to_event(msg, &ids)).await.is_err() {
+        if queue
+            .send(crate::host::Job::Core(to_event(msg, &ids)))
+            .await
+            .is_err()
+        {
             return;
         }
     }
