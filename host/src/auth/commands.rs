@@ -11,7 +11,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::config::KeyAlg;
 use super::grant::{self, GrantSpec};
-use super::keys::{self, KeySet, SigningKey};
+use super::keys::KeySet;
+use super::signing::{self, SigningKey};
 use super::token::{self, TokenSpec};
 use crate::bundle::Bundle;
 use crate::config::HostConfig;
@@ -179,7 +180,7 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             rand::random::<u16>()
         ),
     };
-    let g = keys::generate(alg, &args.out, &kid)?;
+    let g = signing::generate(alg, &args.out, &kid)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &g)?;

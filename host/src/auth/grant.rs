@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use super::config::{GRANT_AUDIENCE, HostAuthConfig};
-use super::keys::{KeySet, SigningKey};
+use super::keys::KeySet;
+use super::signing::SigningKey;
 use super::verify::{Accept, GRANT_TYP, Rejected, verify};
 use crate::bundle::Bundle;
 use crate::config::Manifest;

@@ -5,8 +5,8 @@
 //! - [`config`]: the `[auth]` sections of weir.toml (trusted keys, grant
 //!   policy) and plugin.toml (issuers, audience, required claims, leeway).
 //! - [`keys`]: trusted public keys from PEM or JWKS files, each pinned to one
-//!   algorithm and one issuer and found by `kid`; private keys for signing;
-//!   `weir keys gen`.
+//!   algorithm and one issuer and found by `kid`.
+//! - [`signing`]: private keys for signing grants and tokens; `weir keys gen`.
 //! - [`verify`]: one JWT against the trusted keys (jsonwebtoken underneath),
 //!   with a [`Rejected`](verify::Rejected) reason for every way it can fail.
 //! - [`grant`]: grants bound to a bundle's wasm hash, checked at load.
@@ -22,6 +22,7 @@ pub mod config;
 pub mod grant;
 pub mod keys;
 pub mod secret;
+pub mod signing;
 pub mod token;
 pub mod verify;
 

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 
 use super::config::{HostAuthConfig, PluginAuth};
-use super::keys::{KeySet, SigningKey};
+use super::keys::KeySet;
+use super::signing::SigningKey;
 use super::verify::{Accept, Rejected, verify};
 use crate::event::{Event, Failure, FailureKind, Headers, Principal};
 
@@ -207,7 +208,7 @@ mod tests {
     use crate::auth::config::{KeyAlg, KeyConfig};
 
     fn setup(dir: &Path) -> (TokenVerifier, SigningKey) {
-        let g = crate::auth::keys::generate(KeyAlg::EdDsa, dir, "p1").expect("keys");
+        let g = crate::auth::signing::generate(KeyAlg::EdDsa, dir, "p1").expect("keys");
         let host = HostAuthConfig {
             keys: vec![KeyConfig {
                 issuer: "billing".into(),
