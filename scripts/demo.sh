@@ -23,7 +23,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-"$weir" up --dev --plugins plugins --data-dir target/demo &
+# ./weir.toml names the example plugins and the streams they use.
+"$weir" up --dev --data-dir target/demo &
 pids+=($!)
 
 echo "demo: waiting for the host to answer on demo.echo.hello"

@@ -421,7 +421,9 @@ async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
             }
         }
         DlqCommand::Purge { plugin, all } => {
-            let purged = dead.purge(if all { None } else { plugin.as_deref() }).await?;
+            let purged = dead
+                .purge(if all { None } else { plugin.as_deref() })
+                .await?;
             if args.json {
                 writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
             } else {

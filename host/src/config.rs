@@ -320,8 +320,7 @@ impl HostConfig {
                 );
             }
         }
-        if !is_stream_name(&self.dead_letter.stream)
-        {
+        if !is_stream_name(&self.dead_letter.stream) {
             return err(
                 "dead_letter.stream",
                 "must be a stream name (no dots, wildcards or spaces)",

@@ -74,7 +74,10 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub async fn open(client: async_nats::Client, config: &DeadLetterConfig) -> anyhow::Result<Self> {
+    pub async fn open(
+        client: async_nats::Client,
+        config: &DeadLetterConfig,
+    ) -> anyhow::Result<Self> {
         let js = jetstream::new(client.clone());
         let stream = js.get_stream(&config.stream).await.with_context(|| {
             format!(
@@ -113,7 +116,10 @@ impl DeadLetters {
             .await
             .context("cannot read the stream")?;
         let mut pending = consumer.cached_info().num_pending;
-        let mut messages = consumer.messages().await.context("cannot read the stream")?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot read the stream")?;
         let mut entries = Vec::new();
         while pending > 0 {
             let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -145,38 +151,44 @@ impl DeadLetters {
         if !crate::event::subject_matches(&self.filter(None), &message.subject) {
             bail!("message {id} is not a dead letter");
         }
-        Ok(Entry::new(id, from_header_map(&message.headers), message.payload))
+        Ok(Entry::new(
+            id,
+            from_header_map(&message.headers),
+            message.payload,
+        ))
     }
 
     /// Publish the entry's event again, to its original subject with its
     /// original headers, then remove the entry.
     pub async fn replay(&self, entry: &Entry) -> anyhow::Result<()> {
         if entry.original_subject.is_empty() {
-            bail!("dead letter {} has no {} header", entry.id, h::ORIGINAL_SUBJECT);
+            bail!(
+                "dead letter {} has no {} header",
+                entry.id,
+                h::ORIGINAL_SUBJECT
+            );
         }
         let headers = to_header_map(&entry.original_headers())?;
         // Through JetStream when a stream captures the subject (so the
         // replay is stored before the entry goes), else on core NATS.
-        let stored = match self
-            .js
-            .publish_with_headers(entry.original_subject.clone(), headers.clone(), entry.payload.clone())
-            .await
-        {
-            Ok(ack) => match ack.await {
-                Ok(_) => true,
-                Err(e)
-                    if e.kind()
-                        == jetstream::context::PublishErrorKind::StreamNotFound =>
-                {
-                    false
-                }
-                Err(e) => return Err(e).context("the replay was not stored"),
-            },
-            Err(e) => return Err(e).context("cannot publish the replay"),
-        };
-        if !stored {
+        if crate::transport::stream_captures(&self.js, &entry.original_subject).await? {
+            self.js
+                .publish_with_headers(
+                    entry.original_subject.clone(),
+                    headers,
+                    entry.payload.clone(),
+                )
+                .await
+                .context("cannot publish the replay")?
+                .await
+                .context("the replay was not stored")?;
+        } else {
             self.client
-                .publish_with_headers(entry.original_subject.clone(), headers, entry.payload.clone())
+                .publish_with_headers(
+                    entry.original_subject.clone(),
+                    headers,
+                    entry.payload.clone(),
+                )
                 .await
                 .context("cannot publish the replay")?;
             crate::transport::sync_with_server(&self.client).await?;

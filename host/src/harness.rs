@@ -397,7 +397,7 @@ fn compare_message(
     }
     if let Some(json) = &want.payload_json {
         match serde_json::from_slice::<serde_json::Value>(&got.payload) {
-            Ok(actual) if &actual == json => {}
+            Ok(actual) if json_equal(&actual, json) => {}
             Ok(actual) => out.push(format!(
                 "output to {:?}: JSON payload differs: expected {json}, got {actual}",
                 got.subject
@@ -431,6 +431,31 @@ fn compare_message(
         }
     }
     Ok(())
+}
+
+/// JSON equality with numbers compared by value: `1440` and `1440.0` are the
+/// same amount, whichever language's encoder wrote it (serde_json's `Value`
+/// alone tells integers from floats). Object keys match in any order.
+fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if x.is_f64() || y.is_f64() {
+                x.as_f64() == y.as_f64()
+            } else {
+                x == y
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Human output.
@@ -481,4 +506,25 @@ fn preview(text: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_equal;
+    use serde_json::json;
+
+    #[test]
+    fn json_numbers_compare_by_value() {
+        assert!(json_equal(&json!(1440), &json!(1440.0)));
+        assert!(json_equal(
+            &json!({"a": [1, 2.5], "b": {"c": 3}}),
+            &json!({"b": {"c": 3.0}, "a": [1.0, 2.5]})
+        ));
+        assert!(!json_equal(&json!(1440), &json!(1440.5)));
+        assert!(!json_equal(&json!(u64::MAX), &json!(u64::MAX - 1)));
+        assert!(!json_equal(&json!(1), &json!("1")));
+        assert!(!json_equal(&json!([1]), &json!([1, 1])));
+        assert!(!json_equal(&json!({"a": 1}), &json!({"a": 1, "b": 1})));
+        assert!(!json_equal(&json!({"a": 1}), &json!({"b": 1})));
+    }
 }

@@ -137,9 +137,9 @@ impl Host {
             streams.extend(dev_stream_specs(&plugins, &streams));
         }
         if !streams.is_empty() {
-            let js = sink.jetstream().context(
-                "weir.toml declares [[streams]] but the NATS server has no JetStream",
-            )?;
+            let js = sink
+                .jetstream()
+                .context("weir.toml declares [[streams]] but the NATS server has no JetStream")?;
             jetstream::ensure_streams(js, &streams).await?;
         }
 

@@ -57,6 +57,8 @@ async fn echo_publishes_one_output_per_event_and_answers_requests() {
 async fn enrich_order_enriches_publishes_and_rejects() {
     let server = NatsServer::start();
     let client = server.client().await;
+    // The example reads its orders from a JetStream stream.
+    create_stream(&client, "ORDERS", &["orders.created.>"]).await;
     let host = Host::start(&host_config(&server, &[bundle("enrich-order")]))
         .await
         .expect("host starts");

@@ -68,7 +68,10 @@ async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
         if idle {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "consumer never went idle");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer never went idle"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -81,7 +84,9 @@ async fn outputs_are_stored_once_and_events_acked() {
     create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
-    let host = Host::start(&host_config(&server, &[echo])).await.expect("host starts");
+    let host = Host::start(&host_config(&server, &[echo]))
+        .await
+        .expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
     const N: usize = 1000;
     publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
@@ -107,7 +112,9 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
             .replace("backoff_ms = [10, 20]", "backoff_ms = [200, 400]"),
     )
     .expect("write");
-    let host = Host::start(&host_config(&server, &[flaky])).await.expect("host starts");
+    let host = Host::start(&host_config(&server, &[flaky]))
+        .await
+        .expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
     let js = async_nats::jetstream::new(client.clone());
     for (n, fail_times) in [("a", "0"), ("b", "2"), ("c", "5")] {
@@ -135,7 +142,10 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     attempts.sort();
     assert_eq!(
         attempts,
-        [("a".into(), Some("1".into())), ("b".into(), Some("3".into()))],
+        [
+            ("a".into(), Some("1".into())),
+            ("b".into(), Some("3".into()))
+        ],
         "b succeeded on its third delivery, counted by the server"
     );
 
@@ -145,28 +155,51 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     assert_eq!(dead.payload, "c".as_bytes());
     assert_eq!(get("Weir-Error-Kind").as_deref(), Some("retry-exhausted"));
     assert_eq!(get("Weir-Attempts").as_deref(), Some("3"));
-    assert_eq!(get("Weir-Original-Subject").as_deref(), Some("test.flaky.c"));
+    assert_eq!(
+        get("Weir-Original-Subject").as_deref(),
+        Some("test.flaky.c")
+    );
     assert_eq!(get("Weir-Event-Id").as_deref(), Some("FLAKY_IN:3"));
     // The delays were the configured ones: 200 + 400 ms between the first
     // delivery (the stored time) and the last attempt.
     let seen = |k: &str| humantime::parse_rfc3339(&get(k).expect(k)).expect("rfc3339");
-    let spread = seen("Weir-Last-Seen").duration_since(seen("Weir-First-Seen")).expect("ordered");
-    assert!(spread >= std::time::Duration::from_millis(600), "backoff honoured: {spread:?}");
+    let spread = seen("Weir-Last-Seen")
+        .duration_since(seen("Weir-First-Seen"))
+        .expect("ordered");
+    assert!(
+        spread >= std::time::Duration::from_millis(600),
+        "backoff honoured: {spread:?}"
+    );
 
     // Replay: back on the original subject with the original headers, the
     // entry gone from the DLQ; (still failing) it is dead-lettered anew.
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["dlq", "replay", "--plugin", "flaky", "--json", "--nats", &server.url()])
+        .args([
+            "dlq",
+            "replay",
+            "--plugin",
+            "flaky",
+            "--json",
+            "--nats",
+            &server.url(),
+        ])
         .output()
         .expect("weir dlq replay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(replayed["replayed"], serde_json::json!([1]));
     wait_stream_count(&client, "FLAKY_IN", 4).await;
     let input = js.get_stream("FLAKY_IN").await.expect("stream");
     let again = input.get_raw_message(4).await.expect("replayed event");
     assert_eq!(again.subject.as_str(), "test.flaky.c");
-    assert_eq!(again.headers.get("fail-times").map(|v| v.as_str()), Some("5"));
+    assert_eq!(
+        again.headers.get("fail-times").map(|v| v.as_str()),
+        Some("5")
+    );
     assert!(again.headers.get("Weir-Error-Kind").is_none());
     // Dead-lettered again after three more deliveries: the old entry is gone.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -176,7 +209,10 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
         if state.messages == 1 && state.first_sequence == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "replayed event not dead-lettered again: {state:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replayed event not dead-lettered again: {state:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
@@ -206,8 +242,12 @@ async fn two_hosts_share_one_durable() {
     create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
-    let a = Host::start(&host_config(&server, std::slice::from_ref(&echo))).await.expect("a");
-    let b = Host::start(&host_config(&server, &[echo])).await.expect("b");
+    let a = Host::start(&host_config(&server, std::slice::from_ref(&echo)))
+        .await
+        .expect("a");
+    let b = Host::start(&host_config(&server, &[echo]))
+        .await
+        .expect("b");
     const N: usize = 2000;
     publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
     wait_stream_count(&client, "ECHOED", N as u64).await;
@@ -221,7 +261,11 @@ async fn two_hosts_share_one_durable() {
     let (ha, hb) = (handled(&a), handled(&b));
     a.stop().await.expect("stop a");
     b.stop().await.expect("stop b");
-    assert_eq!(ha + hb, N as u64, "nothing handled twice while both hosts were up");
+    assert_eq!(
+        ha + hb,
+        N as u64,
+        "nothing handled twice while both hosts were up"
+    );
     assert!(ha > 0 && hb > 0, "both hosts took work: {ha} and {hb}");
 }
 
@@ -234,10 +278,17 @@ async fn server_killed_mid_stream_loses_nothing() {
     create_stream(&client, "ECHO_IN", &["demo.echo.>"]).await;
     create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "[retry]\nmax_attempts = 20\n");
+    let echo = jetstream_bundle(
+        "echo",
+        dir.path(),
+        "ECHO_IN",
+        "[retry]\nmax_attempts = 20\n",
+    );
     const N: usize = 10_000;
     publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
-    let host = Host::start(&host_config(&server, &[echo])).await.expect("host starts");
+    let host = Host::start(&host_config(&server, &[echo]))
+        .await
+        .expect("host starts");
     // Let it get going, then pull the plug.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while stream_count(&client, "ECHOED").await < (N / 5) as u64 {
@@ -323,7 +374,9 @@ async fn host_killed_or_stopped_mid_stream_loses_nothing() {
     let mut host = weir_up(&config);
     wait_stream_count(&client, "ECHOED", N as u64).await;
     wait_consumer_idle(&client, "ECHO_IN").await;
-    let _ = Command::new("kill").args(["-TERM", &host.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status();
     let _ = host.wait();
     wait_stream_count(&client, "WEIR_DLQ", 0).await;
 }

@@ -6,11 +6,11 @@ mod support;
 
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
-/// At-least-once delivery on JetStream, faults included.
-mod jetstream;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
 /// Hostile plugins fail only their own events.
 mod hostile;
+/// At-least-once delivery on JetStream, faults included.
+mod jetstream;
 /// Bad bundles and config files are refused with errors that name them.
 mod loading;

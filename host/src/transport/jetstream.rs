@@ -95,7 +95,10 @@ pub async fn bind_consumer(
         filter_subject: sub.subject.clone(),
         ..Default::default()
     };
-    let consumer = match stream.get_consumer::<jetstream::consumer::pull::Config>(&durable).await {
+    let consumer = match stream
+        .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+        .await
+    {
         Ok(existing) if existing.cached_info().config.filter_subject == sub.subject => {
             // Bring limits in line with the manifest (they may have changed).
             match stream.update_consumer(config).await {
@@ -202,7 +205,9 @@ pub async fn read(
                                 return;
                             }
                         }
-                        Err(e) => tracing::error!(plugin = plugin.name(), error = %e, "skipping a message"),
+                        Err(e) => {
+                            tracing::error!(plugin = plugin.name(), error = %e, "skipping a message")
+                        }
                     }
                 }
                 Some(Err(e)) => {

@@ -90,6 +90,16 @@ pub async fn sync_with_server(client: &Client) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a JetStream stream captures `subject`, as the server says.
+pub async fn stream_captures(js: &js::Context, subject: &str) -> anyhow::Result<bool> {
+    match js.stream_by_subject(subject).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == js::context::GetStreamByNameErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e)
+            .with_context(|| format!("cannot ask JetStream which stream captures {subject:?}")),
+    }
+}
+
 /// Turn a NATS message into an event. Its id is the producer's `Nats-Msg-Id`
 /// when it set one, else one made up by `ids`.
 pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> Event {
@@ -171,10 +181,10 @@ impl IdSource {
 pub struct NatsSink {
     client: Client,
     jetstream: Option<js::Context>,
-    /// Output subjects no stream captures (JetStream said so): published on
-    /// core NATS, then confirmed with a round trip. Forgotten every minute,
-    /// so a stream created later is noticed.
-    no_stream: std::sync::Mutex<(Instant, std::collections::HashSet<String>)>,
+    /// Whether a stream captures an output subject, as the server said, with
+    /// when it said so: asked again after a minute, so a stream created or
+    /// deleted later is noticed.
+    captured: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
 
 impl NatsSink {
@@ -203,7 +213,7 @@ impl NatsSink {
         Self {
             client,
             jetstream,
-            no_stream: std::sync::Mutex::new((Instant::now(), Default::default())),
+            captured: std::sync::Mutex::new(Default::default()),
         }
     }
 
@@ -215,37 +225,36 @@ impl NatsSink {
         self.jetstream.as_ref()
     }
 
-    fn has_no_stream(&self, subject: &str) -> bool {
-        let Ok(mut known) = self.no_stream.lock() else {
-            return false;
-        };
-        if known.0.elapsed() > Duration::from_secs(60) {
-            *known = (Instant::now(), Default::default());
-        }
-        known.1.contains(subject)
-    }
-
-    fn remember_no_stream(&self, subject: &str) {
-        if let Ok(mut known) = self.no_stream.lock()
-            && known.1.len() < 10_000
+    /// Whether a stream captures `subject`. Asking the server (not trying a
+    /// JetStream publish and watching for "no responders") matters: a core
+    /// subscriber on the subject would swallow the publish's request.
+    async fn is_captured(&self, js: &js::Context, subject: &str) -> anyhow::Result<bool> {
+        const FRESH: Duration = Duration::from_secs(60);
+        if let Ok(known) = self.captured.lock()
+            && let Some((at, captured)) = known.get(subject)
+            && at.elapsed() < FRESH
         {
-            known.1.insert(subject.to_owned());
+            return Ok(*captured);
         }
+        let captured = stream_captures(js, subject).await?;
+        if let Ok(mut known) = self.captured.lock() {
+            if known.len() >= 10_000 {
+                known.retain(|_, (at, _)| at.elapsed() < FRESH);
+            }
+            known.insert(subject.to_owned(), (Instant::now(), captured));
+        }
+        Ok(captured)
     }
 
-    /// Publish to a stream and wait for its ack; `Ok(false)` when no stream
-    /// captures the subject.
-    async fn publish_stored(&self, js: &js::Context, msg: &Message) -> anyhow::Result<bool> {
+    /// Publish to a stream and wait for its ack.
+    async fn publish_stored(&self, js: &js::Context, msg: &Message) -> anyhow::Result<()> {
         let headers = to_header_map(&msg.headers)?;
-        let ack = js
-            .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
+        js.publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
             .await
-            .with_context(|| format!("cannot publish to {:?}", msg.subject))?;
-        match ack.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == js::context::PublishErrorKind::StreamNotFound => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("no ack from JetStream for {:?}", msg.subject)),
-        }
+            .with_context(|| format!("cannot publish to {:?}", msg.subject))?
+            .await
+            .with_context(|| format!("no ack from JetStream for {:?}", msg.subject))?;
+        Ok(())
     }
 
     async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
@@ -263,12 +272,10 @@ impl Sink for NatsSink {
         for msg in outputs {
             if confirm
                 && let Some(js) = &self.jetstream
-                && !self.has_no_stream(&msg.subject)
+                && self.is_captured(js, &msg.subject).await?
             {
-                if self.publish_stored(js, &msg).await? {
-                    continue;
-                }
-                self.remember_no_stream(&msg.subject);
+                self.publish_stored(js, &msg).await?;
+                continue;
             }
             let subject = msg.subject.clone();
             self.publish_core(msg)

@@ -1,0 +1,248 @@
+//! End-to-end JetStream throughput: N events stored in a stream, handled with
+//! explicit acks, one output each stored (with `Nats-Msg-Id`) in an output
+//! stream. Three runs against one nats-server started here:
+//!
+//! - native: an async-nats pull consumer, 64 messages at once, publishing the
+//!   output and awaiting its ack, then acking — the limit;
+//! - weir with the `trivial` plugin, `isolation = "event"` and `"reuse"`,
+//!   `max_in_flight = 64`.
+//!
+//! `cargo bench -p weir-host --bench jetstream` (plugins built first:
+//! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt as _;
+use weir_host::config::HostConfig;
+use weir_host::host::Host;
+
+const IN_STREAM: &str = "BENCH_IN";
+const OUT_STREAM: &str = "BENCH_OUT";
+const IN_SUBJECT: &str = "bench.trivial";
+const OUT_SUBJECT: &str = "bench.out";
+const IN_FLIGHT: usize = 64;
+
+struct Server {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let store = tempfile::tempdir().expect("store");
+    let child = Command::new("nats-server")
+        .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
+        .arg("--store_dir")
+        .arg(store.path())
+        .arg("--ports_file_dir")
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (scripts/setup.sh installs it)");
+    let ports = store
+        .path()
+        .join(format!("nats-server_{}.ports", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(url) = std::fs::read_to_string(&ports)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["nats"][0].as_str().map(str::to_owned))
+        {
+            return Server {
+                child,
+                url,
+                _store: store,
+            };
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+async fn reset_streams(js: &jetstream::Context) {
+    for (name, subject) in [(IN_STREAM, IN_SUBJECT), (OUT_STREAM, OUT_SUBJECT)] {
+        let _ = js.delete_stream(name).await;
+        js.create_stream(jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    }
+}
+
+async fn fill(js: &jetstream::Context, n: usize) {
+    let payload =
+        bytes::Bytes::from_static(b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}");
+    let mut acks = Vec::with_capacity(1000);
+    for _ in 0..n {
+        acks.push(
+            js.publish(IN_SUBJECT, payload.clone())
+                .await
+                .expect("publish"),
+        );
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+async fn out_count(js: &jetstream::Context) -> u64 {
+    let mut stream = js.get_stream(OUT_STREAM).await.expect("out stream");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn wait_outputs(js: &jetstream::Context, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while out_count(js).await < n as u64 {
+        assert!(Instant::now() < deadline, "benchmark stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The native limit: the same ack + publish discipline, no sandbox.
+async fn native(js: &jetstream::Context, n: usize) -> Duration {
+    let stream = js.get_stream(IN_STREAM).await.expect("in stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("native".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: (IN_FLIGHT * 4) as i64,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let start = Instant::now();
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(IN_FLIGHT)
+        .messages()
+        .await
+        .expect("messages");
+    let work = messages.take(n).for_each_concurrent(IN_FLIGHT, |message| {
+        let js = js.clone();
+        async move {
+            let Ok(message) = message else { return };
+            let id = message
+                .info()
+                .map(|i| format!("{}:{}:0", i.stream, i.stream_sequence))
+                .unwrap_or_default();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            if let Ok(ack) = js
+                .publish_with_headers(OUT_SUBJECT, headers, message.payload.clone())
+                .await
+                && ack.await.is_ok()
+            {
+                let _ = message.ack_with(AckKind::Ack).await;
+            }
+        }
+    });
+    work.await;
+    wait_outputs(js, n).await;
+    start.elapsed()
+}
+
+fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/trivial");
+    let dst = dir.join(format!("trivial-{isolation}"));
+    std::fs::create_dir_all(&dst).expect("bundle dir");
+    let manifest = std::fs::read_to_string(src.join("plugin.toml")).expect("trivial plugin.toml");
+    let wasm_name = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("wasm = "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("wasm field");
+    std::fs::copy(src.join(&wasm_name), dst.join(&wasm_name))
+        .expect("plugins/trivial is built (scripts/build-plugins.sh)");
+    let mut out = String::new();
+    for line in manifest.lines() {
+        if line.starts_with("[limits]") {
+            continue; // replaced below
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("subject = ") {
+            out.push_str(&format!("mode = \"jetstream\"\nstream = \"{IN_STREAM}\"\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {IN_FLIGHT}\n"
+    ));
+    std::fs::write(dst.join("plugin.toml"), out).expect("write manifest");
+    dst
+}
+
+async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> Duration {
+    let mut config = HostConfig::default();
+    config.nats.url = url.to_owned();
+    config.plugins.dirs = Vec::new();
+    config.plugins.bundles = vec![bundle];
+    config.sandbox.cache_dir =
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"));
+    let start = Instant::now();
+    let host = Host::start(&config).await.expect("host starts");
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    wait_outputs(js, n).await;
+    let elapsed = start.elapsed();
+    host.stop().await.expect("stop");
+    elapsed
+}
+
+fn main() {
+    let n: usize = std::env::var("WEIR_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let server = start_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        let client = async_nats::connect(&server.url).await.expect("connect");
+        let js = jetstream::new(client);
+        let mut rows = Vec::new();
+        for run in ["native", "event", "reuse"] {
+            reset_streams(&js).await;
+            fill(&js, n).await;
+            let elapsed = match run {
+                "native" => native(&js, n).await,
+                isolation => weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await,
+            };
+            let label = match run {
+                "native" => "native async-nats consumer".to_owned(),
+                iso => format!("weir, trivial plugin, isolation = {iso}"),
+            };
+            rows.push((label, n as f64 / elapsed.as_secs_f64()));
+        }
+        println!();
+        println!(
+            "JetStream end to end: {n} events, {IN_FLIGHT} in flight, ack after stored output"
+        );
+        println!("{:<44} {:>12} {:>10}", "", "events/s", "× native");
+        let native = rows[0].1;
+        for (label, rate) in rows {
+            println!("{label:<44} {rate:>12.0} {:>10.2}", rate / native);
+        }
+    });
+}
