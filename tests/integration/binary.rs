@@ -213,3 +213,73 @@ fn sigterm_finishes_received_events() {
         assert!(done >= N / 2, "the first-try successes finished: {done}");
     });
 }
+
+/// `weir up --dev` starts a local nats-server when none answers, runs the
+/// plugins against it, and stops it on SIGTERM.
+#[test]
+fn weir_up_dev_starts_and_stops_its_own_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir");
+    bundle_copy("echo", &plugins, |m| m);
+    let mut child = Command::new(WEIR)
+        .args([
+            "up",
+            "--dev",
+            "--nats",
+            &url,
+            "--plugins",
+            path(&plugins),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weir up --dev");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let client = loop {
+            if let Ok(client) = async_nats::connect(&url).await {
+                break client;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no server on {url}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        loop {
+            let probe = client.request("demo.echo.dev", "hi".into());
+            if let Ok(Ok(reply)) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), probe).await
+            {
+                assert_eq!(reply.payload, "hi".as_bytes());
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the host never answered"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            dir.path().join("data/nats/jetstream").is_dir(),
+            "the dev server keeps its store in --data-dir"
+        );
+    });
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the dev server stopped with the host"
+    );
+}

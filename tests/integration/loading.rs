@@ -99,3 +99,67 @@ async fn bad_bundles_are_refused_and_the_others_run() {
     assert_eq!(reply.payload, "yes".as_bytes());
     host.stop().await.expect("clean stop");
 }
+
+/// The first load compiles a component and caches it; a second runtime
+/// (another process, in real life) maps the cached file instead of compiling:
+/// the entry is neither rewritten nor duplicated.
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    use std::os::unix::fs::MetadataExt as _;
+    use weir_host::bundle::Bundle;
+    use weir_host::config::SandboxConfig;
+    use weir_host::sandbox::Runtime;
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let sandbox = SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        max_instances: 10,
+        ..SandboxConfig::default()
+    };
+    let bundle = Bundle::load(&bundle("echo"), sandbox.max_memory_mb).expect("echo bundle");
+    let entries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(cache.path())
+            .expect("cache dir")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    };
+
+    let first = Runtime::new(&sandbox).expect("runtime");
+    first
+        .prepare(&bundle.wasm, &bundle.sha256)
+        .expect("compiles");
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "one entry: {cached:?}");
+    let name = cached[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    assert!(
+        name.starts_with(&bundle.sha256_hex()) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+    let before = std::fs::metadata(&cached[0]).expect("metadata");
+
+    let second = Runtime::new(&sandbox).expect("runtime");
+    second
+        .prepare(&bundle.wasm, &bundle.sha256)
+        .expect("loads from the cache");
+    assert_eq!(entries(), cached);
+    let after = std::fs::metadata(&cached[0]).expect("metadata");
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec())
+    );
+
+    // A corrupt entry is not trusted: it is replaced by a fresh compile.
+    std::fs::write(&cached[0], b"not a compiled component").expect("corrupt it");
+    let third = Runtime::new(&sandbox).expect("runtime");
+    third
+        .prepare(&bundle.wasm, &bundle.sha256)
+        .expect("recompiles");
+    assert_ne!(
+        std::fs::read(&cached[0]).expect("read"),
+        b"not a compiled component"
+    );
+}
