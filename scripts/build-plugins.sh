@@ -4,6 +4,8 @@
 # that plugin.toml's `wasm` field gives.
 #
 # A Rust plugin is a folder plugins/<name>/ holding both Cargo.toml and plugin.toml.
+# Every other folder with a plugin.toml (Python, JavaScript, C) is built by
+# scripts/build-guest.sh, which skips those whose sources have not changed.
 # Usage: scripts/build-plugins.sh   (from any directory; honours CARGO_TARGET_DIR)
 set -euo pipefail
 
@@ -87,3 +89,13 @@ for i in "${!crates[@]}"; do
     size="$(wc -c <"$dir/$wasm" | tr -d ' ')"
     printf '%-18s %-50s %8d bytes\n' "$(basename "$dir")" "$dir/$wasm" "$size"
 done
+
+# Python, JavaScript and C plugins: every plugin folder without a Cargo.toml.
+guests=()
+for manifest in plugins/*/plugin.toml; do
+    dir="$(dirname "$manifest")"
+    [[ -f "$dir/Cargo.toml" ]] || guests+=("$dir")
+done
+if [[ ${#guests[@]} -gt 0 ]]; then
+    scripts/build-guest.sh "${guests[@]}"
+fi

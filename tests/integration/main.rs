@@ -6,6 +6,8 @@ mod support;
 
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// Every language's twin of the example plugins passes the same fixtures.
+mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
 /// Hostile plugins fail only their own events.

@@ -71,7 +71,12 @@ fn component_new(core: &Path, out: &Path) -> anyhow::Result<()> {
     }
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
-        .with_context(|| format!("{}: no component type section (link the bindings' _component_type.o)", core.display()))?
+        .with_context(|| {
+            format!(
+                "{}: no component type section (link the bindings' _component_type.o)",
+                core.display()
+            )
+        })?
         .validate(true)
         .adapter(
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,

@@ -1,0 +1,270 @@
+// weir SDK for JavaScript: write an event handler as a plain function over an event.
+//
+// A plugin is a module `app.js` that exports `handle(event)`, returning the messages
+// to publish (an array of `Message`, or nothing) or throwing `Retry` (transient: the
+// host retries by the plugin's policy) or `Reject` (permanent: dead-lettered at once):
+//
+//   import { Message, Reject, info } from "weir";
+//
+//   export function handle(event) {
+//     const order = event.json();                  // bad JSON is a Reject
+//     if (!order.id) throw new Reject("field `id` is missing");
+//     info(`order ${order.id}`);
+//     return [Message.json("orders.seen", order).header("content-type", "application/json")];
+//   }
+//
+// Host calls: publish, config, log and trace/debug/info/warn/error. Effects are
+// transactional: messages returned *and* published leave the host only if `handle`
+// returns normally. Build with `scripts/build-guest.sh DIR` (componentize-js
+// underneath), which resolves the `"weir"` import to this file.
+
+import {
+  log as hostLog,
+  publish as hostPublish,
+  config as hostConfig,
+} from "weir:plugin/host@0.1.0";
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The log levels, lowest first. */
+export const LEVELS = ["trace", "debug", "info", "warn", "error"];
+
+/** Why a handler did not succeed: throw a `Retry` or a `Reject`. */
+export class Failure extends Error {
+  constructor(kind, message) {
+    super(String(message));
+    this.kind = kind;
+    this.name = kind === "retry" ? "Retry" : "Reject";
+  }
+}
+
+/** Transient: the host retries the event by the plugin's retry policy. */
+export class Retry extends Failure {
+  constructor(message) {
+    super("retry", message);
+  }
+}
+
+/** Permanent: the host dead-letters the event at once. */
+export class Reject extends Failure {
+  constructor(message) {
+    super("reject", message);
+  }
+}
+
+/** The host refused a published message (too many or too large outputs, a
+ * forbidden subject); the event fails whatever the handler does. */
+export class PublishError extends Error {
+  constructor(message) {
+    super(String(message));
+    this.name = "PublishError";
+  }
+}
+
+function toBytes(payload) {
+  if (payload === undefined || payload === null) return new Uint8Array(0);
+  if (typeof payload === "string") return encoder.encode(payload);
+  if (payload instanceof Uint8Array) return payload;
+  if (payload instanceof ArrayBuffer) return new Uint8Array(payload);
+  if (ArrayBuffer.isView(payload)) {
+    return new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+  }
+  throw new TypeError(`a payload is a string or bytes, not ${typeof payload}`);
+}
+
+function pairs(headers) {
+  if (!headers) return [];
+  const list = Array.isArray(headers) ? headers : Object.entries(headers);
+  return list.map(([k, v]) => [String(k), String(v)]);
+}
+
+/** The verified producer of an event: the claims of its `Authorization: Bearer` token. */
+export class Principal {
+  constructor(subject, issuer, claims) {
+    this.subject = subject;
+    this.issuer = issuer;
+    this.claims = claims;
+  }
+
+  /** The claims decoded from JSON; bad JSON is a `Reject`. */
+  claimsJson() {
+    try {
+      return JSON.parse(this.claims);
+    } catch (e) {
+      throw new Reject(`invalid principal claims: ${e.message}`);
+    }
+  }
+}
+
+/** A message to publish: return it from `handle`, or give it to `publish`. */
+export class Message {
+  /** `headers`: pairs `[[name, value], ...]` or an object `{name: value}`. */
+  constructor(subject, payload, headers) {
+    this.subject = String(subject);
+    this.payload = toBytes(payload);
+    this.headers = pairs(headers);
+  }
+
+  /** A message whose payload is `value` as JSON; a value JSON cannot hold is a
+   * `Reject`. Adds no header. */
+  static json(subject, value) {
+    let text;
+    try {
+      text = JSON.stringify(value);
+    } catch (e) {
+      throw new Reject(`invalid JSON: ${e.message}`);
+    }
+    if (text === undefined) throw new Reject(`invalid JSON: cannot encode ${typeof value}`);
+    return new Message(subject, text);
+  }
+
+  /** Appends a header (a name may repeat); returns the message. */
+  header(name, value) {
+    this.headers.push([String(name), String(value)]);
+    return this;
+  }
+}
+
+/** One event delivered to the handler. */
+export class Event {
+  constructor(subject, payload, { headers, replyTo, attempt = 1, principal, id = "test" } = {}) {
+    this.id = id;
+    this.subject = subject;
+    this.payload = toBytes(payload);
+    this.headers = pairs(headers);
+    this.replyTo = replyTo ?? null;
+    this.attempt = attempt;
+    this.principal = principal ?? null;
+  }
+
+  static fromRaw(e) {
+    const p = e.principal;
+    const ev = new Event(e.subject, e.payload, {
+      replyTo: e.replyTo,
+      attempt: e.attempt,
+      id: e.id,
+      principal: p ? new Principal(p.subject, p.issuer, p.claims) : null,
+    });
+    ev.headers = e.headers;
+    return ev;
+  }
+
+  /** The payload as UTF-8 text; invalid UTF-8 is a `Reject`. */
+  text() {
+    try {
+      return strictDecoder.decode(this.payload);
+    } catch (e) {
+      throw new Reject(`payload is not valid UTF-8: ${e.message}`);
+    }
+  }
+
+  /** The payload decoded from JSON; invalid JSON (or UTF-8) is a `Reject`.
+   * `reviver` is passed to `JSON.parse`. */
+  json(reviver) {
+    let text;
+    try {
+      text = strictDecoder.decode(this.payload);
+    } catch (e) {
+      throw new Reject(`invalid JSON payload: not UTF-8: ${e.message}`);
+    }
+    try {
+      return JSON.parse(text, reviver);
+    } catch (e) {
+      if (e instanceof Failure) throw e;
+      throw new Reject(`invalid JSON payload: ${e.message}`);
+    }
+  }
+
+  /** The first value of header `name` (ASCII case-insensitive), or `undefined`. */
+  header(name) {
+    const want = name.toLowerCase();
+    for (const [k, v] of this.headers) if (k.toLowerCase() === want) return v;
+    return undefined;
+  }
+
+  /** Every value of header `name`, in order (ASCII case-insensitive). */
+  headerAll(name) {
+    const want = name.toLowerCase();
+    return this.headers.filter(([k]) => k.toLowerCase() === want).map(([, v]) => v);
+  }
+
+  /** A message carrying `payload` to the reply subject, or `null` when the
+   * producer did not ask for a reply. */
+  reply(payload) {
+    return this.replyTo == null ? null : new Message(this.replyTo, payload);
+  }
+
+  /** A message on `subject` with the event's payload and headers. */
+  toMessage(subject) {
+    const m = new Message(subject, this.payload);
+    m.headers = this.headers.slice();
+    return m;
+  }
+}
+
+/** Queues `msg`; it leaves the host only if `handle` succeeds. Throws
+ * `PublishError` with the host's reason when refused. */
+export function publish(msg) {
+  if (!(msg instanceof Message)) throw new TypeError("publish takes a Message");
+  try {
+    hostPublish(msg);
+  } catch (e) {
+    throw new PublishError(e && "payload" in e ? e.payload : e);
+  }
+}
+
+/** A value from the `[config]` table of plugin.toml, or `fallback`. */
+export function config(key, fallback = undefined) {
+  const v = hostConfig(key);
+  return v === undefined || v === null ? fallback : v;
+}
+
+/** Writes a line to the host's log at `level` (one of `LEVELS`). */
+export function log(level, text) {
+  if (!LEVELS.includes(level)) {
+    throw new TypeError(`log level ${level} is not one of ${LEVELS.join(", ")}`);
+  }
+  hostLog(level, String(text));
+}
+
+export const trace = (text) => log("trace", text);
+export const debug = (text) => log("debug", text);
+export const info = (text) => log("info", text);
+export const warn = (text) => log("warn", text);
+export const error = (text) => log("error", text);
+
+/** Rounds like Rust's `f64::round` (halves away from zero) at `digits` decimals. */
+export function roundHalfAway(x, digits = 0) {
+  const scale = 10 ** digits;
+  const y = x * scale;
+  let t = Math.trunc(y);
+  if (Math.abs(y - t) >= 0.5) t += Math.sign(y);
+  return t / scale;
+}
+
+/** Runs the author's `handle` on a raw event (used by the generated entry module). */
+export function dispatch(handle, raw) {
+  let out;
+  try {
+    out = handle(Event.fromRaw(raw));
+  } catch (e) {
+    if (e instanceof Failure) {
+      // componentize-js lifts a thrown object's `payload` as the export's error.
+      throw { payload: { tag: e.kind, val: e.message } };
+    }
+    // Anything else traps the instance (like a Rust panic): say why first.
+    hostLog("error", `uncaught ${e && e.stack ? e.stack : e}`);
+    throw e;
+  }
+  if (out === undefined || out === null) return [];
+  if (out instanceof Message) return [out];
+  const list = Array.from(out);
+  for (const m of list) {
+    if (!(m instanceof Message)) {
+      hostLog("error", "handle must return Message objects");
+      throw new TypeError("handle must return Message objects");
+    }
+  }
+  return list;
+}
