@@ -214,3 +214,68 @@ async fn reuse_isolation_and_queue_groups_share_work() {
     assert!(ha > 0 && hb > 0, "both hosts took work: {ha} and {hb}");
     wait_stream_count(&client, "ECHOED", N as u64).await;
 }
+
+/// `isolation = "event"` gives every event a fresh instance; `"reuse"` keeps
+/// one warm for `max_events_per_instance` events and throws it away after a
+/// trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_modes_fresh_warm_and_recycled() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fresh = bundle("counter");
+    let reuse = bundle_copy("counter", dir.path(), |m| {
+        m.replace("name = \"counter\"", "name = \"counter-reuse\"")
+            .replace(
+                "subject = \"test.counter\"",
+                "subject = \"test.counter-reuse\"",
+            )
+            .replace(
+                "isolation = \"event\"",
+                "isolation = \"reuse\"\nmax_events_per_instance = 3",
+            )
+    });
+    let host = Host::start(&host_config(&server, &[fresh, reuse]))
+        .await
+        .expect("host starts");
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    let ask = |subject: &'static str, crash: bool| {
+        let client = client.clone();
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("crash", if crash { "yes" } else { "no" });
+            let reply = client
+                .request_with_headers(subject, h, "".into())
+                .await
+                .expect("reply");
+            String::from_utf8_lossy(&reply.payload).to_string()
+        }
+    };
+    let mut fresh_counts = Vec::new();
+    for _ in 0..4 {
+        fresh_counts.push(ask("test.counter", false).await);
+    }
+    assert_eq!(
+        fresh_counts,
+        ["1", "1", "1", "1"],
+        "no state survives an event"
+    );
+
+    let mut warm_counts = Vec::new();
+    for _ in 0..5 {
+        warm_counts.push(ask("test.counter-reuse", false).await);
+    }
+    assert_eq!(
+        warm_counts,
+        ["1", "2", "3", "1", "2"],
+        "recycled after 3 events"
+    );
+    // A trap discards the warm instance: the next event starts from 1.
+    let crashed = ask("test.counter-reuse", true).await;
+    assert_eq!(
+        crashed, "",
+        "a crash answers with an error reply (empty payload)"
+    );
+    assert_eq!(ask("test.counter-reuse", false).await, "1");
+    host.stop().await.expect("clean stop");
+}
