@@ -4,6 +4,8 @@
 
 mod support;
 
+/// Per-plugin auth: producer tokens, grants, NATS TLS and credentials.
+mod auth;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
 /// Every language's twin of the example plugins passes the same fixtures.

@@ -18,6 +18,9 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     pub store: tempfile::TempDir,
+    /// A server config file (`-c`), for TLS and auth; flags still set the
+    /// port, JetStream and the store.
+    config: Option<PathBuf>,
 }
 
 /// Host logs go to the test's captured output (shown when a test fails).
@@ -39,8 +42,26 @@ impl NatsServer {
             child: None,
             port: 0,
             store,
+            config: None,
         };
         assert!(server.spawn(), "nats-server did not start");
+        server
+    }
+
+    /// Like [`start`](Self::start), with `config` as the server's config
+    /// file (TLS blocks, authorization, ...).
+    pub fn start_with_config(config: &str) -> Self {
+        init_logs();
+        let store = tempfile::tempdir().expect("temp store dir");
+        let file = store.path().join("nats-server.conf");
+        std::fs::write(&file, config).expect("write server config");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            store,
+            config: Some(file),
+        };
+        assert!(server.spawn(), "nats-server did not start with its config");
         server
     }
 
@@ -62,7 +83,11 @@ impl NatsServer {
         } else {
             self.port.to_string()
         };
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
             .arg("--store_dir")
             .arg(self.store.path())

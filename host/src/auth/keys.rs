@@ -168,18 +168,6 @@ impl KeySet {
             .any(|k| k.issuer.as_deref() == Some(issuer))
     }
 
-    /// Only the keys of `issuers`.
-    pub fn only(&self, issuers: &[String]) -> Self {
-        Self {
-            keys: self
-                .keys
-                .iter()
-                .filter(|k| accepts(issuers, k))
-                .cloned()
-                .collect(),
-        }
-    }
-
     /// The key for a token naming `kid`, among the keys of `issuers`
     /// (`None`: any issuer). Without a kid, the one key that could have
     /// signed it, if there is exactly one.

@@ -20,7 +20,8 @@ pub const AUTHORIZATION: &str = "Authorization";
 /// Verifies one plugin's producer tokens. Built once when the plugin loads.
 #[derive(Debug)]
 pub struct TokenVerifier {
-    /// Only the keys of the plugin's issuers.
+    /// The host's trusted keys: a key of another issuer is then refused as
+    /// such ("wrong issuer"), not as an unknown kid.
     keys: KeySet,
     issuers: Vec<String>,
     audience: String,
@@ -46,7 +47,7 @@ impl TokenVerifier {
             }
         }
         Ok(Self {
-            keys: keys.only(&auth.issuers),
+            keys: keys.clone(),
             issuers: auth.issuers.clone(),
             audience: auth.audience_for(name).to_owned(),
             leeway_s: auth.leeway_s(),
