@@ -159,8 +159,8 @@ export class Event {
     }
   }
 
-  /** The payload decoded from JSON; invalid JSON (or UTF-8) is a `Reject`.
-   * `reviver` is passed to `JSON.parse`. */
+  /** The payload decoded from JSON; invalid JSON (or UTF-8), and numbers out
+   * of range, are a `Reject`. `reviver` is passed on to `JSON.parse`. */
   json(reviver) {
     let text;
     try {
@@ -168,8 +168,14 @@ export class Event {
     } catch (e) {
       throw new Reject(`invalid JSON payload: not UTF-8: ${e.message}`);
     }
+    const strict = function (key, value, context) {
+      if (typeof value === "number" && !Number.isFinite(value)) {
+        throw new Reject("invalid JSON payload: number out of range");
+      }
+      return reviver ? reviver.call(this, key, value, context) : value;
+    };
     try {
-      return JSON.parse(text, reviver);
+      return JSON.parse(text, strict);
     } catch (e) {
       if (e instanceof Failure) throw e;
       throw new Reject(`invalid JSON payload: ${e.message}`);

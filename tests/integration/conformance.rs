@@ -3,7 +3,7 @@
 //! outputs, same failures, same verdicts (`done`, `retry`, `dead-letter (kind)`)
 //! — with a fresh instance per event and with warm instances.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
@@ -11,7 +11,7 @@ use crate::support::*;
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 /// The languages, by the suffix of their twin's folder ("" is Rust).
-const LANGUAGES: [&str; 3] = ["", "-python", "-js"];
+const LANGUAGES: [&str; 4] = ["", "-python", "-js", "-c"];
 
 /// `plugin.toml` with `[limits] isolation` set to `mode`.
 fn with_isolation(manifest: String, mode: &str) -> String {
@@ -30,9 +30,9 @@ fn with_isolation(manifest: String, mode: &str) -> String {
     out
 }
 
-/// `weir test --json` of `bundle` on `fixtures/events.json` against
-/// `fixtures/expected.json`; the report, checked to have passed.
-fn weir_test(bundle: &Path, fixtures: &Path, dir: &Path) -> serde_json::Value {
+/// `weir test --json` of `bundle` on `events` against `expected`; the report,
+/// checked to have passed.
+fn weir_test(bundle: &Path, (events, expected): (&Path, &Path), dir: &Path) -> serde_json::Value {
     let config = dir.join("weir.toml");
     std::fs::write(
         &config,
@@ -48,9 +48,9 @@ fn weir_test(bundle: &Path, fixtures: &Path, dir: &Path) -> serde_json::Value {
         .arg(&config)
         .arg(bundle)
         .arg("--event")
-        .arg(fixtures.join("events.json"))
+        .arg(events)
         .arg("--expect")
-        .arg(fixtures.join("expected.json"))
+        .arg(expected)
         .arg("--json")
         .output()
         .expect("run weir test");
@@ -90,8 +90,12 @@ fn verdicts(report: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 /// Every language's `name` twin, in both isolation modes, against the fixtures
-/// of the Rust plugin `name`.
-fn conforms(name: &str, fixtures: PathBuf, expected_events: usize) {
+/// of the Rust plugin `name`: `<prefix>events.json` and `<prefix>expected.json`
+/// in its fixtures/ folder.
+fn conforms(name: &str, prefix: &str, expected_events: usize) {
+    let fixtures = repo_root().join("plugins").join(name).join("fixtures");
+    let events = fixtures.join(format!("{prefix}events.json"));
+    let expected = fixtures.join(format!("{prefix}expected.json"));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut reference = None;
     for suffix in LANGUAGES {
@@ -99,7 +103,7 @@ fn conforms(name: &str, fixtures: PathBuf, expected_events: usize) {
         for mode in ["event", "reuse"] {
             let into = dir.path().join(mode);
             let bundle = bundle_copy(&plugin, &into, |m| with_isolation(m, mode));
-            let report = weir_test(&bundle, &fixtures, dir.path());
+            let report = weir_test(&bundle, (&events, &expected), dir.path());
             assert_eq!(report["plugin"], plugin.as_str());
             assert_eq!(report["passed"], expected_events, "{plugin} ({mode})");
             let verdicts = verdicts(&report);
@@ -114,14 +118,20 @@ fn conforms(name: &str, fixtures: PathBuf, expected_events: usize) {
 
 #[test]
 fn enrich_order_conforms_in_every_language() {
-    let fixtures = repo_root().join("plugins/enrich-order/fixtures");
-    conforms("enrich-order", fixtures, 5);
+    conforms("enrich-order", "", 5);
+}
+
+/// Edge cases: JSON the languages' parsers disagree on by default (`2.0` as a
+/// quantity, numbers out of range, repeated keys, escapes), every reject, and
+/// a retry on the last attempt.
+#[test]
+fn enrich_order_edge_cases_conform_in_every_language() {
+    conforms("enrich-order", "edge-", 18);
 }
 
 #[test]
 fn echo_conforms_in_every_language() {
-    let fixtures = repo_root().join("plugins/echo/fixtures");
-    conforms("echo", fixtures, 6);
+    conforms("echo", "", 6);
 }
 
 #[test]

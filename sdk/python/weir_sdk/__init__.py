@@ -112,12 +112,32 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text):
+    value = float(text)
+    if _math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _finite_int(text):
+    value = int(text)
+    if abs(value) >= _FLOAT_LIMIT:
+        raise ValueError("number out of range")
+    return value
+
+
+_FLOAT_LIMIT = 2**1024  # the first integer a float cannot hold
+
+
 def loads(data):
-    """Strict JSON decoding, as the Rust SDK's: no NaN/Infinity; errors are ValueError."""
+    """Strict JSON decoding, as the Rust SDK's: no NaN/Infinity literals, no
+    number out of float range; errors are ValueError."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8")
     try:
-        return _json.loads(data, parse_constant=_no_constant)
+        return _json.loads(
+            data, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_finite_int
+        )
     except RecursionError:
         raise ValueError("recursion limit exceeded") from None
 
