@@ -435,6 +435,18 @@ pub async fn dead_letter<S: Sink>(
         attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
         "dead-lettered: {}", failure.message
     );
+    // Whatever path led here (admit strips it too), a producer token never
+    // reaches the dead-letter queue.
+    let stripped;
+    let event = match &plugin.auth {
+        Some(_) if event.header(crate::auth::token::AUTHORIZATION).is_some() => {
+            let mut copy = event.clone();
+            crate::auth::token::take_authorization(&mut copy.headers);
+            stripped = copy;
+            &stripped
+        }
+        _ => event,
+    };
     let letter = DeadLetter {
         plugin: plugin.name(),
         subject: &plugin.dead_letter_subject,

@@ -669,7 +669,7 @@ async fn swapping_the_wasm_voids_the_grant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = bundle_copy("echo", dir.path(), |m| m);
     sign_grant(&keys, &echo, &["demo.echoed.>"]);
-    let config = auth_config(&server, &[echo.clone()], &keys.all_trusted());
+    let config = auth_config(&server, std::slice::from_ref(&echo), &keys.all_trusted());
 
     let host = Host::start(&config).await.expect("host starts");
     assert_eq!(host.plugins().len(), 1, "refused: {:?}", host.refused());

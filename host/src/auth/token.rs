@@ -149,7 +149,9 @@ fn check_required(
         let holds = match value {
             serde_json::Value::String(s) => s == want || s.split_whitespace().any(|w| w == want),
             serde_json::Value::Array(items) => items.iter().any(|v| v.as_str() == Some(want)),
-            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => value.to_string() == *want,
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                serde_json::from_str::<serde_json::Value>(want).is_ok_and(|w| w == *value)
+            }
             _ => false,
         };
         if !holds {
