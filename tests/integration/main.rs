@@ -16,5 +16,7 @@ mod core_dispatch;
 mod hostile;
 /// At-least-once delivery on JetStream, faults included.
 mod jetstream;
+/// Python and JavaScript plugins under a live host, hostile ones included.
+mod languages;
 /// Bad bundles and config files are refused with errors that name them.
 mod loading;

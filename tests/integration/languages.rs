@@ -1,0 +1,216 @@
+//! Python and JavaScript plugins live: an in-process host on a real
+//! nats-server, with a fresh instance per event and with warm instances.
+
+use std::collections::BTreeMap;
+
+use weir_host::host::Host;
+
+use crate::support::*;
+
+/// `plugin.toml` with `[limits] isolation` set to `mode`.
+fn isolation(manifest: String, mode: &str) -> String {
+    let kept: Vec<&str> = manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("isolation"))
+        .collect();
+    kept.join("\n")
+        .replace("[limits]", &format!("[limits]\nisolation = \"{mode}\""))
+}
+
+/// The echo and enrich-order twins in Python and JavaScript, in one host:
+/// every event is echoed by both echo twins with its payload and headers, a
+/// request is answered, orders are enriched and announced by both enrich
+/// twins (from the ORDERS stream), bad orders are dead-lettered as `reject`;
+/// exact counts, none missing, none twice.
+async fn twins_run_live(mode: &str) {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
+    create_stream(&client, "ORDERS", &["orders.created.>"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = [
+        "echo-python",
+        "echo-js",
+        "enrich-order-python",
+        "enrich-order-js",
+    ];
+    let bundles: Vec<_> = names
+        .iter()
+        .map(|n| bundle_copy(n, dir.path(), |m| isolation(m, mode)))
+        .collect();
+    let host = Host::start(&host_config(&server, &bundles))
+        .await
+        .expect("host starts");
+    assert!(host.refused().is_empty(), "refused: {:?}", host.refused());
+    assert_eq!(host.plugins().len(), names.len());
+
+    let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
+    let mut enriched = client
+        .subscribe("orders.enriched.>")
+        .await
+        .expect("subscribe");
+    let mut large = client.subscribe("orders.large").await.expect("subscribe");
+    let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+
+    const N: usize = 40;
+    for i in 0..N {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("trace-id", format!("t-{i}").as_str());
+        client
+            .publish_with_headers(format!("demo.echo.{i}"), headers, format!("p{i}").into())
+            .await
+            .expect("publish");
+    }
+    // Two echo twins: every event comes back twice, intact.
+    let got = collect(&mut echoed, 2 * N).await;
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for msg in &got {
+        let i: usize = msg.subject.as_str()["demo.echoed.".len()..]
+            .parse()
+            .expect("numbered subject");
+        assert_eq!(msg.payload, format!("p{i}").as_bytes(), "{mode}");
+        assert_eq!(header(msg, "trace-id"), Some(format!("t-{i}")), "{mode}");
+        *seen.entry(i).or_default() += 1;
+    }
+    assert_eq!(seen.len(), N);
+    assert!(seen.values().all(|&n| n == 2), "{mode}: {seen:?}");
+
+    let reply = client
+        .request("demo.echo.ping", "hello".into())
+        .await
+        .expect("an echo twin answers a request");
+    assert_eq!(reply.payload, "hello".as_bytes());
+    let pings = collect(&mut echoed, 2).await;
+    assert!(
+        pings
+            .iter()
+            .all(|m| m.subject.as_str() == "demo.echoed.ping")
+    );
+
+    let order = serde_json::json!({
+        "id": "o-1", "customer": "c-9",
+        "items": [{"sku": "A", "qty": 2, "unit_price": 12.5}, {"sku": "B", "qty": 1, "unit_price": 1000.0}]
+    });
+    let js = async_nats::jetstream::new(client.clone());
+    for payload in [
+        serde_json::to_vec(&order).expect("json"),
+        b"not json".to_vec(),
+    ] {
+        js.publish("orders.created.eu", payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored in ORDERS");
+    }
+    for msg in collect(&mut enriched, 2).await {
+        assert_eq!(msg.subject.as_str(), "orders.enriched.eu");
+        assert_eq!(
+            header(&msg, "content-type").as_deref(),
+            Some("application/json")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+        assert_eq!(body["customer"], "c-9");
+        assert_eq!(body["item_count"], 3);
+        assert_eq!(body["subtotal"].as_f64(), Some(1025.0));
+        assert_eq!(body["tax"].as_f64(), Some(205.0));
+        assert_eq!(body["total"].as_f64(), Some(1230.0));
+        assert_eq!(body["currency"], "EUR");
+    }
+    for msg in collect(&mut large, 2).await {
+        let body: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+        assert_eq!(body["id"], "o-1");
+        assert_eq!(body["total"].as_f64(), Some(1230.0));
+    }
+    let dead = collect(&mut dlq, 2).await;
+    let mut plugins: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            assert_eq!(header(m, "Weir-Error-Kind").as_deref(), Some("reject"));
+            assert_eq!(header(m, "Weir-Attempts").as_deref(), Some("1"));
+            assert!(
+                header(m, "Weir-Error")
+                    .unwrap_or_default()
+                    .contains("invalid JSON payload"),
+                "{:?}",
+                header(m, "Weir-Error")
+            );
+            assert_eq!(m.payload, "not json".as_bytes());
+            header(m, "Weir-Plugin").expect("Weir-Plugin")
+        })
+        .collect();
+    plugins.sort();
+    assert_eq!(plugins, ["enrich-order-js", "enrich-order-python"]);
+
+    host.stop().await.expect("clean stop");
+    wait_stream_count(&client, "ECHOED", 2 * N as u64 + 2).await;
+    wait_stream_count(&client, "WEIR_DLQ", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_js_twins_run_live_with_a_fresh_instance_per_event() {
+    twins_run_live("event").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_js_twins_run_live_with_warm_instances() {
+    twins_run_live("reuse").await;
+}
+
+/// A Python handler that never returns is stopped by the timeout, retried once,
+/// then dead-lettered as `timeout`, while a healthy Python plugin in the same
+/// host keeps answering — with warm instances (the spinning one is thrown away)
+/// and with fresh ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_python_loop_is_contained_by_the_timeout() {
+    for mode in ["reuse", "event"] {
+        let server = NatsServer::start();
+        let client = server.client().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundles = [
+            bundle_copy("hostile-loop-python", dir.path(), |m| isolation(m, mode)),
+            bundle_copy("echo-python", dir.path(), |m| isolation(m, mode)),
+        ];
+        let host = Host::start(&host_config(&server, &bundles))
+            .await
+            .expect("host starts");
+        assert!(host.refused().is_empty(), "refused: {:?}", host.refused());
+        let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
+        let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
+        client.flush().await.expect("flush");
+
+        client
+            .publish("hostile.loop.python", "spin".into())
+            .await
+            .expect("publish");
+        const N: usize = 20;
+        for i in 0..N {
+            client
+                .publish(format!("demo.echo.{i}"), "ok".into())
+                .await
+                .expect("publish");
+        }
+        assert_eq!(collect(&mut echoed, N).await.len(), N, "{mode}");
+
+        let dead = collect(&mut dlq, 1).await;
+        let msg = &dead[0];
+        assert_eq!(msg.subject.as_str(), "weir.dlq.hostile-loop-python");
+        assert_eq!(
+            header(msg, "Weir-Error-Kind").as_deref(),
+            Some("timeout"),
+            "{mode}: {:?}",
+            header(msg, "Weir-Error")
+        );
+        assert_eq!(header(msg, "Weir-Attempts").as_deref(), Some("2"), "{mode}");
+        assert_eq!(msg.payload, "spin".as_bytes());
+
+        // The host is still healthy after the spinning instance was killed.
+        let reply = client
+            .request("demo.echo.after", "still here".into())
+            .await
+            .expect("echo-python answers after the timeout");
+        assert_eq!(reply.payload, "still here".as_bytes(), "{mode}");
+        host.stop().await.expect("clean stop");
+        wait_stream_count(&client, "WEIR_DLQ", 1).await;
+    }
+}
