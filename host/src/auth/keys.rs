@@ -103,18 +103,28 @@ impl KeySet {
             let jwks: JwkSet = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a JWKS file", path.display()))?;
             for jwk in &jwks.keys {
+                if kid.is_some() && jwk.common.key_id.as_deref() != kid {
+                    continue;
+                }
                 let alg = jwk_alg(jwk).with_context(|| format!("{}", path.display()))?;
                 let entry = KeyConfig {
                     issuer: String::new(),
                     alg,
                     file: None,
                     jwks: Some(path.to_path_buf()),
-                    kid: kid.map(str::to_owned),
+                    kid: None,
                 };
-                for mut key in keys_from_jwks(&entry, path, &text, "--key")? {
+                // One key at a time: each carries its own algorithm here.
+                let one = serde_json::to_string(&JwkSet {
+                    keys: vec![jwk.clone()],
+                })?;
+                for mut key in keys_from_jwks(&entry, path, &one, "--key")? {
                     key.issuer = None;
                     set.insert(key, "--key")?;
                 }
+            }
+            if set.is_empty() {
+                bail!("{}: no usable key", path.display());
             }
         } else {
             let alg = public_pem_alg(text.as_bytes())
@@ -475,6 +485,27 @@ mod tests {
             .permissions();
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_jwks_of_mixed_keys_loads_from_the_command_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = generate(KeyAlg::EdDsa, dir.path(), "a").expect("a");
+        let b = generate(KeyAlg::Es256, dir.path(), "b").expect("b");
+        let read = |p: &Path| -> JwkSet {
+            serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("jwks")
+        };
+        let mut both = read(&a.jwks);
+        both.keys.extend(read(&b.jwks).keys);
+        let path = dir.path().join("both.jwks.json");
+        std::fs::write(&path, serde_json::to_string(&both).expect("json")).expect("write");
+        let set = KeySet::from_file(&path, None).expect("loads");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.lookup(Some("b"), None).expect("b").alg, KeyAlg::Es256);
+        let only_a = KeySet::from_file(&path, Some("a")).expect("loads");
+        assert_eq!(only_a.len(), 1);
+        let pem = KeySet::from_file(&a.public_key, None).expect("pem");
+        assert_eq!(pem.lookup(Some("a"), None).expect("a").alg, KeyAlg::EdDsa);
     }
 
     #[test]
