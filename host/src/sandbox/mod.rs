@@ -67,7 +67,11 @@ impl Runtime {
             .max_memories_per_module(2)
             .table_elements(50_000)
             .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
-            .max_unused_warm_slots(instances.min(100));
+            .max_unused_warm_slots(instances.min(100))
+            // A fresh instance per event makes teardown the hot path: most of
+            // its cost was one madvise (and TLB shootdown) per slot. Batching
+            // them measured ~31 -> ~25 µs per event for a small Rust guest.
+            .decommit_batch_size(64);
 
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
