@@ -124,6 +124,17 @@ impl Host {
         if plugins.is_empty() {
             tracing::warn!("no plugin loaded: the host will idle");
         }
+        let wanted: u64 = plugins
+            .iter()
+            .map(|p| u64::from(p.manifest.limits.max_in_flight))
+            .sum();
+        if wanted > u64::from(config.sandbox.max_instances) {
+            tracing::warn!(
+                "the plugins' max_in_flight add up to {wanted}, more than sandbox.max_instances ({}): \
+                 under full load some events will fail to get an instance and be retried",
+                config.sandbox.max_instances
+            );
+        }
 
         let client = transport::connect(&config.nats).await?;
         let sink = Arc::new(NatsSink::new(client.clone(), &config.dead_letter).await);

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use executor::{Executor, NativeHandler, RunOutput};
@@ -140,11 +140,6 @@ impl Drop for Runtime {
 /// A component checked against the world, ready for an [`Executor`].
 pub struct Prepared {
     pre: bindings::HandlerPre<State>,
-}
-
-/// Compile a component without instantiating it (for `weir` tooling and tests).
-pub fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
-    Ok(Component::new(engine, wasm)?)
 }
 
 /// Epoch interruption needs a clock: one thread bumps the engine's epoch every
