@@ -41,6 +41,8 @@ pub enum Command {
     Token(crate::auth::commands::TokenArgs),
     /// Inspect, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Create a plugin folder (Rust, Python, JavaScript or C) that builds and passes `weir test`.
+    New(crate::scaffold::NewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant(args) => crate::auth::commands::grant(args),
         Command::Token(args) => crate::auth::commands::token(args),
         Command::Dlq(args) => dlq(args).await,
+        Command::New(args) => crate::scaffold::run(args),
     }
 }
 

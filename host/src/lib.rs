@@ -31,5 +31,6 @@ pub mod host;
 pub mod pipeline;
 pub mod policy;
 pub mod sandbox;
+pub mod scaffold;
 pub mod telemetry;
 pub mod transport;

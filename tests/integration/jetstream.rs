@@ -343,7 +343,7 @@ async fn host_killed_or_stopped_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
     let config = write_config(&server, dir.path(), &echo);
-    const N: usize = 5_000;
+    const N: usize = 10_000;
     publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
 
     let mut host = weir_up(&config);

@@ -214,3 +214,73 @@ async fn hostile_python_loop_is_contained_by_the_timeout() {
         wait_stream_count(&client, "WEIR_DLQ", 1).await;
     }
 }
+
+/// `weir new` in every language: the folder builds with its own build.sh and
+/// passes `weir test` against its own fixtures at once.
+#[test]
+fn weir_new_plugins_build_and_pass_weir_test() {
+    use std::process::Command;
+    const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
+            env!("CARGO_TARGET_TMPDIR")
+        ),
+    )
+    .expect("write weir.toml");
+    // Rust builds share a target folder of their own: quick after the first time.
+    let cargo_target =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-new-target");
+    for lang in ["rust", "python", "js", "c"] {
+        let plugin = dir.path().join(format!("greeter-{lang}"));
+        let out = Command::new(WEIR)
+            .args(["new", &format!("greeter-{lang}"), "--lang", lang, "--dir"])
+            .arg(&plugin)
+            .output()
+            .expect("run weir new");
+        assert!(
+            out.status.success(),
+            "weir new --lang {lang}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let build = Command::new(plugin.join("build.sh"))
+            .env("CARGO_TARGET_DIR", &cargo_target)
+            .output()
+            .expect("run build.sh");
+        assert!(
+            build.status.success(),
+            "{lang}: build.sh failed\n{}\n{}",
+            String::from_utf8_lossy(&build.stdout),
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let test = Command::new(WEIR)
+            .arg("test")
+            .arg("--config")
+            .arg(&config)
+            .arg(&plugin)
+            .arg("-e")
+            .arg(plugin.join("fixtures/events.json"))
+            .arg("--expect")
+            .arg(plugin.join("fixtures/expected.json"))
+            .output()
+            .expect("run weir test");
+        let stdout = String::from_utf8_lossy(&test.stdout);
+        assert!(test.status.success(), "{lang}: weir test failed\n{stdout}");
+        assert!(
+            stdout.contains(&format!("greeter-{lang}: 3 passed, 0 failed")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Hello, Ada!"), "{lang}: {stdout}");
+    }
+    // A second `weir new` into the same folder is refused, and names it.
+    let again = Command::new(WEIR)
+        .args(["new", "greeter-c", "--lang", "c", "--dir"])
+        .arg(dir.path().join("greeter-c"))
+        .output()
+        .expect("run weir new");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
