@@ -154,8 +154,11 @@ pub struct PubArgs {
     /// Reply timeout for --request.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pub timeout_ms: u64,
-    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -167,8 +170,11 @@ pub struct SubArgs {
     /// Print one JSON object per message.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -270,6 +276,18 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Connect as the host would (weir.toml's credentials and TLS), but give up
+/// after 10 s instead of retrying for ever.
+async fn connect_cli(config: &ConfigArgs, url: Option<&str>) -> anyhow::Result<async_nats::Client> {
+    let mut config = load_config(config)?;
+    if let Some(url) = url {
+        config.nats.url = url.to_owned();
+    }
+    tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
+        .await
+        .with_context(|| format!("no NATS server answered at {} within 10 s", config.nats.url))?
+}
+
 async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("warn", false);
     let mut pairs = Vec::new();
@@ -280,9 +298,7 @@ async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
         pairs.push((k.trim().to_owned(), v.trim().to_owned()));
     }
     let headers = transport::to_header_map(&pairs)?;
-    let client = async_nats::connect(&args.nats)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats))?;
+    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
     let mut out = std::io::stdout().lock();
     for n in 1..=args.count {
         let payload = args.payload.replace("{n}", &n.to_string());
@@ -316,9 +332,7 @@ async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
 
 async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("warn", false);
-    let client = async_nats::connect(&args.nats)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats))?;
+    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
     let mut sub = client.subscribe(args.subject.clone()).await?;
     let mut seen = 0u64;
     while let Some(msg) = sub.next().await {
@@ -357,13 +371,8 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
 
 async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("warn", false);
-    let mut config = load_config(&args.config)?;
-    if let Some(url) = &args.nats {
-        config.nats.url = url.clone();
-    }
-    let client = tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
-        .await
-        .with_context(|| format!("no NATS server answered at {} within 10 s", config.nats.url))??;
+    let config = load_config(&args.config)?;
+    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
     let mut dead = crate::dlq::DeadLetters::open(client, &config.dead_letter).await?;
     let mut out = std::io::stdout().lock();
     match args.command {

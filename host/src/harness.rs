@@ -236,7 +236,7 @@ pub async fn run(
             &fixture.payload_b64,
         )?
         .unwrap_or_default();
-        let event = Event {
+        let mut event = Event {
             id: fixture
                 .id
                 .clone()
@@ -248,7 +248,14 @@ pub async fn run(
             attempt: fixture.attempt.unwrap_or(1).max(1),
             principal: None,
         };
-        let run = plugin.executor.run(&event).await;
+        // Producer tokens are checked as under `weir up`.
+        let run = match pipeline::admit(&plugin, &mut event) {
+            Ok(()) => plugin.executor.run(&event).await,
+            Err(failure) => crate::sandbox::RunOutput {
+                result: Err(failure),
+                logs: Vec::new(),
+            },
+        };
         let expectation = expectations.as_ref().map(|e| &e[i]);
         events.push(report(
             &plugin,
