@@ -38,6 +38,8 @@ impl Drop for Server {
     }
 }
 
+// The child is killed and reaped by `Server`'s Drop.
+#[allow(clippy::zombie_processes)]
 fn start_server() -> Server {
     let store = tempfile::tempdir().expect("store");
     let child = Command::new("nats-server")
