@@ -231,9 +231,11 @@ fn weir_new_plugins_build_and_pass_weir_test() {
         ),
     )
     .expect("write weir.toml");
-    // Rust builds share a target folder of their own: quick after the first time.
-    let cargo_target =
-        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-new-target");
+    // Rust builds share the workspace's target folder, where scripts/test.sh
+    // has already built weir-sdk and its dependencies for wasm32-wasip2.
+    let cargo_target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
     for lang in ["rust", "python", "js", "c"] {
         let plugin = dir.path().join(format!("greeter-{lang}"));
         let out = Command::new(WEIR)
