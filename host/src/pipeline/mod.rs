@@ -13,32 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest, RetryPolicy};
-use crate::event::{Event, Failure, FailureKind, Headers, Message};
+use crate::event::{Event, Failure, FailureKind, Message};
 use crate::policy::OutputPolicy;
 use crate::sandbox::Executor;
 use crate::sandbox::{LoadError, PluginShared, Runtime};
 
-/// Headers weir writes on dead letters; stripped from an event before it is
-/// dead-lettered again, so a replayed event carries one set.
-pub mod headers {
-    pub const PLUGIN: &str = "Weir-Plugin";
-    pub const ORIGINAL_SUBJECT: &str = "Weir-Original-Subject";
-    pub const ORIGINAL_REPLY: &str = "Weir-Original-Reply";
-    pub const EVENT_ID: &str = "Weir-Event-Id";
-    pub const ATTEMPTS: &str = "Weir-Attempts";
-    pub const ERROR_KIND: &str = "Weir-Error-Kind";
-    pub const ERROR: &str = "Weir-Error";
-    pub const FIRST_SEEN: &str = "Weir-First-Seen";
-    pub const LAST_SEEN: &str = "Weir-Last-Seen";
-    /// Set on outputs so JetStream drops the copies a redelivery would make.
-    pub const MSG_ID: &str = "Nats-Msg-Id";
-    /// The NATS services convention for an error reply.
-    pub const SERVICE_ERROR: &str = "Nats-Service-Error";
-    pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
-}
-
-/// Longest `Weir-Error` value; the rest is cut.
-const MAX_ERROR_HEADER: usize = 1024;
+mod letters;
+pub use letters::{DeadLetter, error_reply, headers, rfc3339};
 
 /// A loaded plugin as the pipeline sees it.
 pub struct Plugin {
@@ -156,105 +137,6 @@ pub fn stamp_outputs(event: &Event, outputs: &mut [Message]) {
                 .push((headers::MSG_ID.into(), format!("{}:{i}", event.id)));
         }
     }
-}
-
-/// The facts a dead letter records.
-#[derive(Debug, Clone)]
-pub struct DeadLetter<'a> {
-    pub plugin: &'a str,
-    pub subject: &'a str,
-    pub event: &'a Event,
-    pub failure: &'a Failure,
-    pub attempts: u32,
-    pub first_seen: SystemTime,
-    pub last_seen: SystemTime,
-}
-
-impl DeadLetter<'_> {
-    /// The message for the dead-letter queue: the original payload and
-    /// headers, plus the `Weir-*` headers.
-    pub fn to_message(&self) -> Message {
-        let mut h: Headers = self
-            .event
-            .headers
-            .iter()
-            .filter(|(k, _)| !is_weir_header(k))
-            .cloned()
-            .collect();
-        h.push((headers::PLUGIN.into(), self.plugin.into()));
-        h.push((headers::ORIGINAL_SUBJECT.into(), self.event.subject.clone()));
-        if let Some(reply) = &self.event.reply_to {
-            h.push((headers::ORIGINAL_REPLY.into(), reply.clone()));
-        }
-        h.push((headers::EVENT_ID.into(), self.event.id.clone()));
-        h.push((headers::ATTEMPTS.into(), self.attempts.to_string()));
-        h.push((
-            headers::ERROR_KIND.into(),
-            self.failure.kind.dead_letter_kind().into(),
-        ));
-        h.push((
-            headers::ERROR.into(),
-            header_safe(&self.failure.message, MAX_ERROR_HEADER),
-        ));
-        h.push((headers::FIRST_SEEN.into(), rfc3339(self.first_seen)));
-        h.push((headers::LAST_SEEN.into(), rfc3339(self.last_seen)));
-        Message {
-            subject: self.subject.into(),
-            payload: self.event.payload.clone(),
-            headers: h,
-        }
-    }
-}
-
-fn is_weir_header(name: &str) -> bool {
-    name.len() > 5 && name[..5].eq_ignore_ascii_case("weir-")
-}
-
-/// A requester waiting on a dead-lettered event hears why at once, in the
-/// NATS services convention (`Nats-Service-Error` headers), instead of timing out.
-pub fn error_reply(event: &Event, failure: &Failure) -> Option<Message> {
-    let reply_to = event.reply_to.as_ref()?;
-    let code = match failure.kind {
-        FailureKind::Reject | FailureKind::BadOutput => "400",
-        FailureKind::Unauthorized => "401",
-        FailureKind::ForbiddenPublish => "403",
-        FailureKind::Timeout => "504",
-        _ => "500",
-    };
-    Some(Message {
-        subject: reply_to.clone(),
-        payload: bytes::Bytes::new(),
-        headers: vec![
-            (
-                headers::SERVICE_ERROR.into(),
-                header_safe(
-                    &format!("{}: {}", failure.kind.dead_letter_kind(), failure.message),
-                    MAX_ERROR_HEADER,
-                ),
-            ),
-            (headers::SERVICE_ERROR_CODE.into(), code.into()),
-        ],
-    })
-}
-
-/// A header value: one line, at most `max` bytes.
-fn header_safe(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > max {
-        let mut end = max;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Where the pipeline's results go: implemented by the transport.
@@ -521,41 +403,6 @@ mod tests {
     }
 
     #[test]
-    fn dead_letter_keeps_original_and_adds_weir_headers() {
-        let e = event();
-        let failure = Failure::new(FailureKind::Retry, "line one\nline two");
-        let now = SystemTime::now();
-        let msg = DeadLetter {
-            plugin: "p",
-            subject: "weir.dlq.p",
-            event: &e,
-            failure: &failure,
-            attempts: 3,
-            first_seen: now,
-            last_seen: now,
-        }
-        .to_message();
-        let get = |k: &str| crate::event::header(&msg.headers, k).map(str::to_owned);
-        assert_eq!(msg.subject, "weir.dlq.p");
-        assert_eq!(msg.payload, e.payload);
-        assert_eq!(get("trace").as_deref(), Some("abc"));
-        assert_eq!(get("Weir-Error-Kind").as_deref(), Some("retry-exhausted"));
-        assert_eq!(get("Weir-Error").as_deref(), Some("line one line two"));
-        assert_eq!(get("Weir-Attempts").as_deref(), Some("3"));
-        assert_eq!(
-            get("Weir-Original-Subject").as_deref(),
-            Some("orders.created.1")
-        );
-        assert_eq!(
-            msg.headers
-                .iter()
-                .filter(|(k, _)| k == "Weir-Error")
-                .count(),
-            1
-        );
-    }
-
-    #[test]
     fn outputs_get_message_ids_but_replies_do_not() {
         let e = event();
         let mut out = vec![
@@ -576,16 +423,5 @@ mod tests {
             Some("e1:0")
         );
         assert_eq!(crate::event::header(&out[1].headers, "Nats-Msg-Id"), None);
-    }
-
-    #[test]
-    fn error_reply_uses_the_services_convention() {
-        let reply = error_reply(&event(), &Failure::new(FailureKind::Reject, "bad"))
-            .expect("event has a reply subject");
-        assert_eq!(reply.subject, "_INBOX.x");
-        assert_eq!(
-            crate::event::header(&reply.headers, "Nats-Service-Error-Code"),
-            Some("400")
-        );
     }
 }
