@@ -1,0 +1,279 @@
+//! `weir.toml`: the host's settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, is_stream_name, parse_toml};
+use crate::auth::HostAuthConfig;
+use crate::event::{is_publish_subject, is_subscribe_subject};
+/// `weir.toml`: the host's settings. Every field has a default so that `weir up`
+/// alone works.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    pub nats: NatsConfig,
+    pub plugins: PluginsConfig,
+    pub sandbox: SandboxConfig,
+    pub dead_letter: DeadLetterConfig,
+    pub shutdown: ShutdownConfig,
+    /// `[[streams]]`: JetStream streams to create when missing. weir creates
+    /// no stream on its own in production; `weir up --dev` also creates the
+    /// ones its plugins' jetstream subscriptions name.
+    pub streams: Vec<StreamSpec>,
+    /// `[auth]`: trusted keys and the grant policy (the auth module).
+    pub auth: HostAuthConfig,
+}
+
+/// One `[[streams]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    /// Keep messages in memory instead of files.
+    #[serde(default)]
+    pub memory: bool,
+    /// How long `Nats-Msg-Id` deduplication remembers an id.
+    #[serde(default = "default_duplicate_window_ms")]
+    pub duplicate_window_ms: u64,
+}
+
+fn default_duplicate_window_ms() -> u64 {
+    120_000
+}
+
+/// `[nats]`: how the host reaches its NATS server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated, as NATS clients take them.
+    pub url: String,
+    /// Connection name shown in the server's monitoring.
+    pub name: String,
+    /// Messages async-nats buffers per subscription before it drops silently;
+    /// weir drains it into its own bounded queue and counts what it sheds.
+    pub subscription_capacity: usize,
+    /// Token auth: a file holding the token, or an environment variable.
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    /// User/password auth: the password from a file or an environment variable.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// NKey auth: a file holding the seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes them.
+    pub creds_file: Option<PathBuf>,
+    /// TLS: a PEM file of CA certificates to trust (besides the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate and its key (PEM), for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Start TLS before the server's INFO (servers with `handshake_first`).
+    pub tls_first: bool,
+    /// Refuse to talk to a server without TLS.
+    pub require_tls: bool,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            name: "weir".into(),
+            subscription_capacity: 65_536,
+            token_file: None,
+            token_env: None,
+            user: None,
+            password_file: None,
+            password_env: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_first: false,
+            require_tls: false,
+        }
+    }
+}
+
+/// `[plugins]`: where bundles come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folders whose every sub-folder holding a plugin.toml is a bundle.
+    pub dirs: Vec<PathBuf>,
+    /// Single bundle folders.
+    pub bundles: Vec<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dirs: vec![PathBuf::from("plugins")],
+            bundles: Vec::new(),
+        }
+    }
+}
+
+/// `[sandbox]`: the wasmtime engine every plugin shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached; default `$XDG_CACHE_HOME/weir` or
+    /// `~/.cache/weir`. Set `cache = false` to compile on every start.
+    pub cache_dir: Option<PathBuf>,
+    pub cache: bool,
+    /// Instances that may exist at once across all plugins (the pool's size).
+    pub max_instances: u32,
+    /// The largest `memory_mb` any plugin may ask for.
+    pub max_memory_mb: u32,
+    /// Epoch tick: the granularity of timeouts.
+    pub epoch_tick_ms: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            cache: true,
+            max_instances: 1000,
+            max_memory_mb: 512,
+            epoch_tick_ms: 5,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The cache folder in force, if caching is on.
+    pub fn resolved_cache_dir(&self) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("weir"))
+    }
+}
+
+/// `[dead_letter]`: where failed events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Dead letters are published to `<subject_prefix>.<plugin>`.
+    pub subject_prefix: String,
+    /// The JetStream stream that captures `<subject_prefix>.>`; created if missing.
+    pub stream: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            subject_prefix: "weir.dlq".into(),
+            stream: "WEIR_DLQ".into(),
+        }
+    }
+}
+
+/// `[shutdown]`: how long a graceful stop may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After this, events still queued are dead-lettered rather than run.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_ms: 30_000 }
+    }
+}
+
+impl HostConfig {
+    /// Read and check a weir.toml.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml(path, text)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: &str| Err(ConfigError::new(path, Some(field), msg));
+        if self.nats.url.trim().is_empty() {
+            return err("nats.url", "must not be empty");
+        }
+        if self.nats.subscription_capacity == 0 {
+            return err("nats.subscription_capacity", "must be at least 1");
+        }
+        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+            return err(
+                "nats.tls_cert_file",
+                "give the client certificate and its key (tls_key_file) together",
+            );
+        }
+        self.auth.validate(path)?;
+        if self.sandbox.max_instances == 0 {
+            return err("sandbox.max_instances", "must be at least 1");
+        }
+        if self.sandbox.max_memory_mb == 0 || self.sandbox.max_memory_mb > 4096 {
+            return err("sandbox.max_memory_mb", "must be between 1 and 4096");
+        }
+        if self.sandbox.epoch_tick_ms == 0 || self.sandbox.epoch_tick_ms > 1000 {
+            return err("sandbox.epoch_tick_ms", "must be between 1 and 1000");
+        }
+        if !is_publish_subject(&self.dead_letter.subject_prefix) {
+            return err(
+                "dead_letter.subject_prefix",
+                "must be a subject without wildcards",
+            );
+        }
+        for (i, stream) in self.streams.iter().enumerate() {
+            if !is_stream_name(&stream.name) {
+                return err(
+                    &format!("streams[{i}].name"),
+                    "must be a stream name (no dots, wildcards or spaces)",
+                );
+            }
+            if stream.subjects.is_empty()
+                || !stream.subjects.iter().all(|s| is_subscribe_subject(s))
+            {
+                return err(
+                    &format!("streams[{i}].subjects"),
+                    "needs one or more valid NATS subjects",
+                );
+            }
+        }
+        if !is_stream_name(&self.dead_letter.stream) {
+            return err(
+                "dead_letter.stream",
+                "must be a stream name (no dots, wildcards or spaces)",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_config_defaults_and_errors() {
+        let c = HostConfig::parse(Path::new("weir.toml"), "").expect("empty is fine");
+        assert_eq!(c.nats.url, "nats://127.0.0.1:4222");
+        let e = HostConfig::parse(Path::new("weir.toml"), "[nats]\nulr = \"x\"\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ulr"));
+        assert!(e.to_string().starts_with("weir.toml: ulr:"), "{e}");
+    }
+}

@@ -1,0 +1,310 @@
+//! `plugin.toml`: one bundle's manifest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, is_plugin_name, is_stream_name, parse_toml};
+use crate::auth::PluginAuth;
+use crate::event::is_subscribe_subject;
+/// `plugin.toml`: one plugin's manifest, beside its `.wasm`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Names the plugin in logs, dead-letter subjects and grants.
+    pub name: String,
+    pub version: String,
+    /// The component, relative to the bundle folder.
+    pub wasm: PathBuf,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What to listen to: one or more entries.
+    pub subscribe: Vec<Subscription>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Strings handed to the plugin through `host.config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// `[auth]`: events must carry a valid producer token (the auth module).
+    #[serde(default)]
+    pub auth: Option<PluginAuth>,
+}
+
+/// One `[[subscribe]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// A NATS subject; `*` and `>` wildcards allowed.
+    pub subject: String,
+    #[serde(default)]
+    pub mode: DeliveryMode,
+    /// jetstream: the stream holding the subject.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// core: a queue group, so several hosts share the work.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// jetstream: the durable consumer's name; default
+    /// `weir-<plugin>-<hash of the subject>`, shared by every host.
+    #[serde(default)]
+    pub durable: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// At most once: core NATS; retries happen in-process.
+    #[default]
+    Core,
+    /// At least once: a durable JetStream consumer.
+    Jetstream,
+}
+
+/// `[limits]`: what one event may cost.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub isolation: Isolation,
+    /// reuse: events one warm instance serves before it is replaced.
+    pub max_events_per_instance: u32,
+    pub timeout_ms: u64,
+    pub memory_mb: u32,
+    /// Events of this plugin handled at once on this host.
+    pub max_in_flight: u32,
+    /// Events received but not yet started, per plugin; past it, core events are shed.
+    pub queue: u32,
+    /// Messages one event may publish (published plus returned).
+    pub max_outputs: u32,
+    /// Bytes (subject + payload + headers) one event may publish in all.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            isolation: Isolation::Event,
+            max_events_per_instance: 10_000,
+            timeout_ms: 2_000,
+            memory_mb: 64,
+            max_in_flight: 32,
+            queue: 1_024,
+            max_outputs: 100,
+            max_output_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A fresh instance per event: no state survives an event.
+    #[default]
+    Event,
+    /// Warm instances serve several events; thrown away after any trap.
+    Reuse,
+}
+
+/// `[retry]`: how often and how late failed events are tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before retry n is `backoff_ms[n-1]`; the last value repeats.
+    pub backoff_ms: Vec<u64>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff_ms: vec![100, 1_000],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt after `failed_attempt` (1-based).
+    pub fn delay_after(&self, failed_attempt: u32) -> std::time::Duration {
+        let i = (failed_attempt.max(1) as usize - 1).min(self.backoff_ms.len().saturating_sub(1));
+        std::time::Duration::from_millis(self.backoff_ms.get(i).copied().unwrap_or(0))
+    }
+}
+
+impl Manifest {
+    /// Parse and check a plugin.toml; `max_memory_mb` is the host's cap.
+    pub fn parse(path: &Path, text: &str, max_memory_mb: u32) -> Result<Self, ConfigError> {
+        let manifest: Self = parse_toml(path, text)?;
+        manifest.validate(path, max_memory_mb)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, path: &Path, max_memory_mb: u32) -> Result<(), ConfigError> {
+        let err = |field: String, msg: String| Err(ConfigError::new(path, Some(&field), msg));
+        if !is_plugin_name(&self.name) {
+            return err(
+                "name".into(),
+                format!(
+                    "{:?} is not a plugin name: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit",
+                    self.name
+                ),
+            );
+        }
+        if self.version.trim().is_empty() {
+            return err("version".into(), "must not be empty".into());
+        }
+        if self.wasm.as_os_str().is_empty() {
+            return err("wasm".into(), "must name the component file".into());
+        }
+        if self.subscribe.is_empty() {
+            return err(
+                "subscribe".into(),
+                "at least one [[subscribe]] entry is needed".into(),
+            );
+        }
+        for (i, sub) in self.subscribe.iter().enumerate() {
+            let field = |f: &str| format!("subscribe[{i}].{f}");
+            if !is_subscribe_subject(&sub.subject) {
+                return err(
+                    field("subject"),
+                    format!("{:?} is not a valid NATS subject", sub.subject),
+                );
+            }
+            match sub.mode {
+                DeliveryMode::Core => {
+                    if sub.stream.is_some() {
+                        return err(
+                            field("stream"),
+                            "only jetstream subscriptions name a stream".into(),
+                        );
+                    }
+                    if sub.durable.is_some() {
+                        return err(
+                            field("durable"),
+                            "only jetstream subscriptions have a durable consumer".into(),
+                        );
+                    }
+                }
+                DeliveryMode::Jetstream => {
+                    match sub.stream.as_deref() {
+                        None | Some("") => {
+                            return err(
+                                field("stream"),
+                                "a jetstream subscription must name its stream".into(),
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                    if let Some(durable) = &sub.durable
+                        && !is_stream_name(durable)
+                    {
+                        return err(
+                            field("durable"),
+                            format!("{durable:?} is not a consumer name"),
+                        );
+                    }
+                    if sub.queue.is_some() {
+                        return err(
+                            field("queue"),
+                            "jetstream subscriptions share work through their durable consumer, not a queue group".into(),
+                        );
+                    }
+                }
+            }
+            if let Some(q) = &sub.queue
+                && (q.is_empty() || q.contains(char::is_whitespace))
+            {
+                return err(field("queue"), format!("{q:?} is not a queue group name"));
+            }
+        }
+        let l = &self.limits;
+        if l.timeout_ms == 0 {
+            return err("limits.timeout_ms".into(), "must be at least 1".into());
+        }
+        if l.memory_mb == 0 || l.memory_mb > max_memory_mb {
+            return err(
+                "limits.memory_mb".into(),
+                format!("must be between 1 and the host's sandbox.max_memory_mb ({max_memory_mb})"),
+            );
+        }
+        if l.max_in_flight == 0 {
+            return err("limits.max_in_flight".into(), "must be at least 1".into());
+        }
+        if l.queue == 0 {
+            return err("limits.queue".into(), "must be at least 1".into());
+        }
+        if l.max_events_per_instance == 0 {
+            return err(
+                "limits.max_events_per_instance".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.retry.max_attempts == 0 {
+            return err(
+                "retry.max_attempts".into(),
+                "must be at least 1 (the first attempt counts)".into(),
+            );
+        }
+        if self.retry.backoff_ms.is_empty() {
+            return err("retry.backoff_ms".into(), "needs at least one delay".into());
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate(path)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Result<Manifest, ConfigError> {
+        Manifest::parse(Path::new("p/plugin.toml"), text, 512)
+    }
+
+    const MINIMAL: &str =
+        "name = \"a\"\nversion = \"1\"\nwasm = \"a.wasm\"\n[[subscribe]]\nsubject = \"x.>\"\n";
+
+    #[test]
+    fn minimal_manifest_takes_defaults() {
+        let m = manifest(MINIMAL).expect("minimal manifest parses");
+        assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.subscribe[0].mode, DeliveryMode::Core);
+        assert_eq!(m.retry.delay_after(1).as_millis(), 100);
+        assert_eq!(m.retry.delay_after(7).as_millis(), 1000);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_the_file() {
+        let e = manifest(&format!("{MINIMAL}[limits]\ntimeout = 5\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("timeout"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("p/plugin.toml: timeout: unknown field"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let e = manifest(&MINIMAL.replace("x.>", "x.>.y")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].subject"));
+        let e = manifest(&format!("{MINIMAL}[limits]\nmemory_mb = 100000\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("limits.memory_mb"));
+        let e = manifest(&MINIMAL.replace("name = \"a\"", "name = \"a.b\"")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = manifest(&format!("{MINIMAL}mode = \"jetstream\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].stream"));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = manifest("name = \"a\"\nversion = \"1\"\n[[subscribe]]\nsubject = \"x\"\n")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("wasm"));
+    }
+}
