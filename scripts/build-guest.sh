@@ -16,8 +16,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Pinned toolchain versions: scripts/setup.sh installs exactly these.
-COMPONENTIZE_PY_VERSION=0.25.1
+# scripts/setup.sh installs the pinned toolchains; componentize-py lives here.
 py_tools="$root/target/guest-tools/python"
 
 force=0
@@ -64,8 +63,8 @@ language_of() {
     fi
 }
 
-# A hash of everything a build reads: the folder's sources, the SDK, wit/ and
-# this script (which pins the toolchains).
+# A hash of everything a build reads: the folder's sources, the SDK, wit/,
+# this script and scripts/setup.sh (which pins the toolchains).
 inputs_hash() {
     local dir="$1" lang="$2" sdk
     case "$lang" in
@@ -80,7 +79,7 @@ inputs_hash() {
             -o -name '*.wit' -o -name 'package-lock.json' \) \
             -not -path '*/node_modules/*' -not -path '*/__pycache__/*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
-        sha256sum "${BASH_SOURCE[0]}"
+        sha256sum "${BASH_SOURCE[0]}" "$root/scripts/setup.sh"
     } | sha256sum | cut -d' ' -f1
 }
 
