@@ -205,11 +205,23 @@ async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> 
     assert!(host.refused().is_empty(), "{:?}", host.refused());
     wait_outputs(js, n).await;
     let elapsed = start.elapsed();
+    let stats = &host.plugins()[0].stats;
+    let failed = stats
+        .failed_attempts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        println!("  ({failed} failed attempts were retried)");
+    }
     host.stop().await.expect("stop");
     elapsed
 }
 
 fn main() {
+    if let Ok(filter) = std::env::var("WEIR_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
     let n: usize = std::env::var("WEIR_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
