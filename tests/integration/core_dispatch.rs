@@ -279,3 +279,53 @@ async fn isolation_modes_fresh_warm_and_recycled() {
     assert_eq!(ask("test.counter-reuse", false).await, "1");
     host.stop().await.expect("clean stop");
 }
+
+/// Core NATS under overload: with one event in flight and a queue of two,
+/// a burst is partly shed — and every event is accounted for: handled, or
+/// counted as shed (and logged), never dropped without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_sheds_counted_events_only() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "DONE", &["test.flaky-done"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = bundle_copy("flaky", dir.path(), |m| {
+        m.replace("backoff_ms = [10, 20]", "backoff_ms = [50]")
+            + "\n[limits]\nmax_in_flight = 1\nqueue = 2\n"
+    });
+    let host = Host::start(&host_config(&server, &[slow]))
+        .await
+        .expect("host starts");
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    const N: u64 = 30;
+    for i in 0..N {
+        // Each event fails once and waits 50 ms for its retry, holding the
+        // only slot.
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("fail-times", "1");
+        client
+            .publish_with_headers(format!("test.flaky.{i}"), h, "x".into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let plugin = host.plugins()[0].clone();
+    let stats = &plugin.stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while get(&stats.received) < N {
+        assert!(tokio::time::Instant::now() < deadline, "not all received");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let shed = get(&stats.shed);
+    assert!(shed > 0, "a burst of {N} into 1 slot + 2 queued sheds some");
+    wait_stream_count(&client, "DONE", N - shed).await;
+    let succeeded = get(&stats.succeeded);
+    host.stop().await.expect("clean stop");
+    assert_eq!(
+        succeeded + shed,
+        N,
+        "every event handled or counted as shed"
+    );
+    assert_eq!(get(&stats.dead_lettered), 0);
+}
