@@ -131,3 +131,32 @@ async fn failed_requests_get_an_error_reply() {
     );
     host.stop().await.expect("clean stop");
 }
+
+/// WASI is deny-by-default: no files, no environment or arguments, no
+/// sockets (not even to the NATS server on loopback); clocks and random work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_denies_files_env_and_sockets() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let host = Host::start(&host_config(&server, &[bundle("sandbox-probe")]))
+        .await
+        .expect("host starts");
+    let target = server.url().trim_start_matches("nats://").to_owned();
+    let reply = client
+        .request("test.sandbox", target.into())
+        .await
+        .expect("the probe answers");
+    let report: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON report");
+    for denied in ["read_file", "list_root", "list_cwd", "connect"] {
+        let outcome = report[denied].as_str().unwrap_or_default();
+        assert!(outcome.starts_with("denied"), "{denied}: {outcome}");
+    }
+    assert_eq!(report["env_vars"], 0, "{report}");
+    assert_eq!(report["args"], 0, "{report}");
+    assert!(
+        report["wall_clock_secs"].as_u64().unwrap_or(0) > 1_700_000_000,
+        "{report}"
+    );
+    assert_eq!(report["random_nonzero"], true, "{report}");
+    host.stop().await.expect("clean stop");
+}
