@@ -260,7 +260,7 @@ export function dispatch(handle, raw) {
       throw { payload: { tag: e.kind, val: e.message } };
     }
     // Anything else traps the instance (like a Rust panic): say why first.
-    hostLog("error", `uncaught ${e && e.stack ? e.stack : e}`);
+    hostLog("error", `uncaught ${e}${e && e.stack ? `\n${e.stack}` : ""}`);
     throw e;
   }
   if (out === undefined || out === null) return [];

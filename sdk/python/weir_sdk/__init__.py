@@ -26,6 +26,7 @@ WebAssembly (plain CPython, e.g. under pytest) the host calls are served by
 
 import json as _json
 import math as _math
+import traceback as _traceback  # imported at build time: no files to import from at run time
 
 __all__ = [
     "Event",
@@ -362,8 +363,10 @@ def _dispatch(handle, raw_event):
     except BaseException as e:
         # An uncaught exception traps the instance (like a Rust panic): tell the
         # host why first, so the dead letter's Weir-Error names it.
-        import traceback
-
-        lines = traceback.format_exception(type(e), e, e.__traceback__)
-        _host.log(_LEVEL["error"], f"uncaught {type(e).__name__}: {e}\n{''.join(lines[-6:])}")
+        text = f"uncaught {type(e).__name__}: {e}"
+        try:
+            text += "\n" + "".join(_traceback.format_tb(e.__traceback__)[-4:])
+        except BaseException:  # a traceback is a bonus, never a second failure
+            pass
+        _host.log(_LEVEL["error"], text)
         raise
