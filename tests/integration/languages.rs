@@ -158,9 +158,9 @@ async fn python_and_js_twins_run_live_with_warm_instances() {
 }
 
 /// A Python handler that never returns is stopped by the timeout, retried once,
-/// then dead-lettered as `timeout`, while a healthy Python plugin in the same
-/// host keeps answering — with warm instances (the spinning one is thrown away)
-/// and with fresh ones.
+/// then dead-lettered as `timeout`; one that raises is dead-lettered as `trap`
+/// with the exception's message; a healthy Python plugin in the same host keeps
+/// answering — with warm instances (a failed one is thrown away) and fresh ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_python_loop_is_contained_by_the_timeout() {
     for mode in ["reuse", "event"] {
@@ -204,6 +204,20 @@ async fn hostile_python_loop_is_contained_by_the_timeout() {
         assert_eq!(header(msg, "Weir-Attempts").as_deref(), Some("2"), "{mode}");
         assert_eq!(msg.payload, "spin".as_bytes());
 
+        // An uncaught exception traps like a panic; its message reaches the
+        // dead letter.
+        client
+            .publish("hostile.loop.python", "raise".into())
+            .await
+            .expect("publish");
+        let dead = collect(&mut dlq, 1).await;
+        assert_eq!(header(&dead[0], "Weir-Error-Kind").as_deref(), Some("trap"));
+        let reason = header(&dead[0], "Weir-Error").unwrap_or_default();
+        assert!(
+            reason.contains("RuntimeError: boom from Python"),
+            "{mode}: {reason}"
+        );
+
         // The host is still healthy after the spinning instance was killed.
         let reply = client
             .request("demo.echo.after", "still here".into())
@@ -211,7 +225,7 @@ async fn hostile_python_loop_is_contained_by_the_timeout() {
             .expect("echo-python answers after the timeout");
         assert_eq!(reply.payload, "still here".as_bytes(), "{mode}");
         host.stop().await.expect("clean stop");
-        wait_stream_count(&client, "WEIR_DLQ", 1).await;
+        wait_stream_count(&client, "WEIR_DLQ", 2).await;
     }
 }
 
@@ -285,4 +299,21 @@ fn weir_new_plugins_build_and_pass_weir_test() {
         .expect("run weir new");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
+
+/// The Python SDK's own tests, on plain CPython: off WebAssembly its host
+/// calls are served by `weir_sdk.testing`, so handlers unit-test natively.
+#[test]
+fn python_sdk_unit_tests_pass_natively() {
+    let sdk = repo_root().join("sdk/python");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(sdk.join("tests"))
+        .env("PYTHONPATH", &sdk)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("Ran 7 tests"), "{report}");
 }
