@@ -58,11 +58,13 @@ setup_python() {
 
 setup_js() {
   local dir="$root/sdk/js/tools"
-  # npm ci records the lock it installed from in node_modules/.package-lock.json.
+  # npm records what it installed in node_modules/.package-lock.json. `npm ci`
+  # would refuse the lock (it lists no other platforms' optional binaries);
+  # `install --no-save` installs the locked versions and leaves the lock alone.
   if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
     [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     echo "setup: installing componentize-js and jco (npm) into ${dir#"$root"/}/node_modules"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
 
