@@ -216,7 +216,7 @@ export function publish(msg) {
   try {
     hostPublish(msg);
   } catch (e) {
-    throw new PublishError(e && "payload" in e ? e.payload : e);
+    throw new PublishError(typeof e === "object" && e !== null && "payload" in e ? e.payload : e);
   }
 }
 
