@@ -276,7 +276,8 @@ async fn subscribe_plugin(
                 let js = sink
                     .jetstream()
                     .context("jetstream subscription, but the NATS server has no JetStream")?;
-                pulls.push(jetstream::bind_consumer(js, plugin, sub).await?);
+                let consumer = jetstream::bind_consumer(js, plugin, sub).await?;
+                pulls.push((js.clone(), sub.clone(), consumer));
             }
         }
     }
@@ -289,8 +290,10 @@ async fn subscribe_plugin(
             stop.clone(),
         ));
     }
-    for consumer in pulls {
+    for (js, sub, consumer) in pulls {
         feeders.spawn(jetstream::read(
+            js,
+            sub,
             consumer,
             plugin.clone(),
             tx.clone(),

@@ -380,3 +380,45 @@ async fn host_killed_or_stopped_mid_stream_loses_nothing() {
     let _ = host.wait();
     wait_stream_count(&client, "WEIR_DLQ", 0).await;
 }
+
+/// An operator deletes the durable consumer under a running host: the host
+/// binds it again and carries on (events published before the deletion and
+/// not yet handled start over with the new consumer; none is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_bound_again() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "ECHO_IN", &["demo.echo.>"]).await;
+    create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
+    let host = Host::start(&host_config(&server, &[echo]))
+        .await
+        .expect("host starts");
+    publish_js(&client, 100, |i| format!("demo.echo.a{i}")).await;
+    wait_stream_count(&client, "ECHOED", 100).await;
+
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("ECHO_IN").await.expect("stream");
+    let durable = {
+        use futures::StreamExt as _;
+        let mut names = stream.consumer_names();
+        names.next().await.expect("one consumer").expect("name")
+    };
+    assert!(
+        stream
+            .delete_consumer(&durable)
+            .await
+            .expect("delete")
+            .success
+    );
+
+    // The new consumer starts from the stream's first message again: the
+    // first 100 are handled a second time, their outputs deduplicated by
+    // Nats-Msg-Id; the next 100 are new.
+    publish_js(&client, 100, |i| format!("demo.echo.b{i}")).await;
+    wait_stream_count(&client, "ECHOED", 200).await;
+    wait_consumer_idle(&client, "ECHO_IN").await;
+    host.stop().await.expect("clean stop");
+    wait_stream_count(&client, "ECHOED", 200).await;
+}

@@ -156,16 +156,30 @@ pub fn to_delivery(message: jetstream::Message) -> anyhow::Result<Delivery> {
     })
 }
 
-/// Pull from `consumer` into the plugin's queue until `stop` fires. Errors of
-/// the pull stream (a server restart, missed heartbeats) are logged and the
-/// stream is opened again: only `stop` ends this.
+/// Pull from `consumer` into the plugin's queue until `stop` fires.
+///
+/// The pull stream is kept through missed heartbeats and failed pull
+/// requests: async-nats re-issues its pulls itself after a reconnect, and
+/// dropping the stream would strand the messages of its outstanding pulls
+/// until `ack_wait` (a stall of seconds under load). Only when the consumer is
+/// gone (deleted, or the server lost it) is it bound again. Only `stop` ends
+/// this.
 pub async fn read(
-    consumer: PullConsumer,
+    js: jetstream::Context,
+    sub: Subscription,
+    mut consumer: PullConsumer,
     plugin: Arc<Plugin>,
     queue: mpsc::Sender<crate::host::Job>,
     stop: CancellationToken,
 ) {
+    use jetstream::consumer::pull::MessagesErrorKind as Kind;
     let batch = plugin.manifest.limits.max_in_flight as usize;
+    let pause = || async {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+            _ = stop.cancelled() => false,
+        }
+    };
     while !stop.is_cancelled() {
         let opened = consumer
             .stream()
@@ -178,10 +192,10 @@ pub async fn read(
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(plugin = plugin.name(), error = %e, "cannot pull from JetStream; retrying in 1 s");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.cancelled() => return,
+                if !pause().await {
+                    return;
                 }
+                continue;
             }
         };
         loop {
@@ -197,11 +211,8 @@ pub async fn read(
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match to_delivery(message) {
                         Ok(delivery) => {
-                            if queue
-                                .send(crate::host::Job::JetStream(Box::new(delivery)))
-                                .await
-                                .is_err()
-                            {
+                            let job = crate::host::Job::JetStream(Box::new(delivery));
+                            if queue.send(job).await.is_err() {
                                 return;
                             }
                         }
@@ -210,11 +221,29 @@ pub async fn read(
                         }
                     }
                 }
+                Some(Err(e)) if matches!(e.kind(), Kind::MissingHeartbeat | Kind::Pull) => {
+                    tracing::debug!(plugin = plugin.name(), error = %e, "JetStream pull hiccup; the stream recovers by itself");
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(plugin = plugin.name(), error = %e, "JetStream pull interrupted; reopening");
+                    tracing::warn!(plugin = plugin.name(), error = %e, "JetStream pull ended; binding the consumer again");
                     break;
                 }
                 None => break,
+            }
+        }
+        drop(messages);
+        loop {
+            match bind_consumer(&js, &plugin, &sub).await {
+                Ok(bound) => {
+                    consumer = bound;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = plugin.name(), error = %format!("{e:#}"), "cannot bind the consumer; retrying in 1 s");
+                    if !pause().await {
+                        return;
+                    }
+                }
             }
         }
     }
