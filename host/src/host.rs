@@ -400,7 +400,16 @@ pub async fn run(
     dev_streams: bool,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let host = Host::start_with(config, dev_streams).await?;
+    tokio::pin!(shutdown);
+    // A signal while starting (e.g. still waiting for the NATS server) stops
+    // the start-up too.
+    let host = tokio::select! {
+        host = Host::start_with(config, dev_streams) => host?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped before start-up finished");
+            return Ok(());
+        }
+    };
     tracing::info!(
         plugins = host.plugins().len(),
         refused = host.refused().len(),

@@ -54,7 +54,7 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
     if config.tls_first {
         options = options.tls_first();
     }
-    options
+    let client = options
         .name(&config.name)
         .subscription_capacity(config.subscription_capacity)
         .retry_on_initial_connect()
@@ -76,7 +76,19 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
         })
         .connect(config.url.as_str())
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    // With retry_on_initial_connect the client comes back before it is
+    // connected: wait here, so start-up does not mistake a server that is not
+    // up yet for one without JetStream.
+    let mut waited = Duration::ZERO;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if waited.as_secs() > 0 && waited.as_millis().is_multiple_of(10_000) {
+            tracing::warn!(url = %url, "waiting for the NATS server ({} s so far)", waited.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    Ok(client)
 }
 
 /// Wait until the server has processed everything sent so far on `client`
