@@ -7,7 +7,6 @@
 //! summary table of µs/event and ratios against native, measured in this run.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,42 +14,12 @@ use criterion::Criterion;
 use weir_host::bundle::Bundle;
 use weir_host::config::{HostConfig, Isolation};
 use weir_host::event::{Event, Message};
-use weir_host::pipeline::{self, Outcome, Plugin, Stats};
+use weir_host::pipeline::{Plugin, Stats};
 use weir_host::policy::OutputPolicy;
 use weir_host::sandbox::{Executor, PluginShared, Runtime};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn event() -> Event {
-    Event {
-        id: "bench-1".into(),
-        subject: "bench.trivial".into(),
-        payload: bytes::Bytes::from_static(
-            b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}",
-        ),
-        headers: vec![("trace-id".into(), "abc".into())],
-        reply_to: None,
-        attempt: 1,
-        principal: None,
-    }
-}
-
-/// The work measured: one attempt, the decision, the output ids.
-async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
-    let run = plugin.executor.run(event).await;
-    match pipeline::decide(&plugin.manifest.retry, event.attempt, run.result) {
-        Outcome::Done(mut outputs) => {
-            pipeline::stamp_outputs(event, &mut outputs);
-            outputs.len()
-        }
-        other => panic!("benchmark handler failed: {other:?}"),
-    }
-}
+mod common;
+use common::{dispatch, event, repo};
 
 fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)> {
     let dir = repo().join("plugins/trivial");
@@ -111,7 +80,7 @@ fn main() {
         .build()
         .expect("tokio");
     let plugins = plugins(&runtime, &config);
-    let event = event();
+    let event = event("bench.trivial");
 
     let mut criterion = Criterion::default()
         .configure_from_args()

@@ -8,13 +8,12 @@
 //! the ratio to the Rust plugin in the same mode, measured in this run.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weir_host::bundle::Bundle;
 use weir_host::config::{HostConfig, Isolation};
 use weir_host::event::Event;
-use weir_host::pipeline::{self, Outcome, Plugin};
+use weir_host::pipeline::Plugin;
 use weir_host::sandbox::Runtime;
 
 const LANGUAGES: [(&str, &str); 4] = [
@@ -24,38 +23,8 @@ const LANGUAGES: [(&str, &str); 4] = [
     ("JavaScript", "echo-js"),
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn event() -> Event {
-    Event {
-        id: "bench-1".into(),
-        subject: "demo.echo.bench".into(),
-        payload: bytes::Bytes::from_static(
-            b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}",
-        ),
-        headers: vec![("trace-id".into(), "abc".into())],
-        reply_to: None,
-        attempt: 1,
-        principal: None,
-    }
-}
-
-/// The work measured: one attempt, the decision, the output ids.
-async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
-    let run = plugin.executor.run(event).await;
-    match pipeline::decide(&plugin.manifest.retry, event.attempt, run.result) {
-        Outcome::Done(mut outputs) => {
-            pipeline::stamp_outputs(event, &mut outputs);
-            outputs.len()
-        }
-        other => panic!("benchmark handler failed: {other:?}"),
-    }
-}
+mod common;
+use common::{dispatch, event, repo};
 
 fn load(runtime: &Runtime, config: &HostConfig, dir: &str, isolation: Isolation) -> Plugin {
     let path = repo().join("plugins").join(dir);
@@ -99,7 +68,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    let event = event();
+    let event = event("demo.echo.bench");
 
     println!(
         "RUST_BACKTRACE={}",
