@@ -162,6 +162,16 @@ pub fn admit(plugin: &Plugin, event: &mut Event) -> Result<(), Failure> {
     }
 }
 
+/// Count and log an attempt that will be retried after `delay`.
+fn note_retry(plugin: &Plugin, event: &Event, delay: Duration, failure: &Failure) {
+    Stats::bump(&plugin.stats.failed_attempts);
+    tracing::debug!(
+        plugin = plugin.name(), event = %event.id, subject = %event.subject,
+        attempt = event.attempt, delay_ms = delay.as_millis() as u64,
+        "attempt failed, will retry: {failure}"
+    );
+}
+
 /// Handle one core-NATS event to the end: attempts with in-process backoff,
 /// then outputs or a dead letter. Once `stopping` is cancelled no new retry is
 /// scheduled: a failing event is dead-lettered at once.
@@ -193,12 +203,7 @@ pub async fn run_core<S: Sink>(
                 return;
             }
             Outcome::Retry { delay, failure } => {
-                Stats::bump(&plugin.stats.failed_attempts);
-                tracing::debug!(
-                    plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                    attempt = event.attempt, delay_ms = delay.as_millis() as u64,
-                    "attempt failed, will retry: {failure}"
-                );
+                note_retry(plugin.as_ref(), &event, delay, &failure);
                 let slept = tokio::select! {
                     _ = tokio::time::sleep(delay) => true,
                     _ = stopping.cancelled() => false,
@@ -282,12 +287,7 @@ pub async fn run_jetstream<S: Sink>(
                 };
             }
             Outcome::Retry { delay, failure } => {
-                Stats::bump(&plugin.stats.failed_attempts);
-                tracing::debug!(
-                    plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                    attempt = event.attempt, delay_ms = delay.as_millis() as u64,
-                    "attempt failed, will retry: {failure}"
-                );
+                note_retry(plugin, &event, delay, &failure);
                 return Settle::Nak(delay);
             }
             Outcome::DeadLetter(failure) => {
