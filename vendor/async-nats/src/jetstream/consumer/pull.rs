@@ -901,7 +901,7 @@ impl futures_util::Stream for Ordered {
 pub struct Stream {
     pending_messages: usize,
     pending_bytes: usize,
-    request_result_rx: tokio::sync::mpsc::Receiver<Result<bool, super::RequestError>>,
+    request_result_rx: tokio::sync::mpsc::Receiver<PullReport>,
     request_tx: tokio::sync::watch::Sender<()>,
     subscriber: Subscriber,
     batch_config: BatchConfig,
@@ -909,6 +909,9 @@ pub struct Stream {
     pending_request: bool,
     task_handle: JoinHandle<()>,
     terminated: bool,
+    /// Set by [Stream::stop_pulling]: no pull request is sent any more, and the stream ends once
+    /// the outstanding ones are answered (or by this deadline, a little after they expire).
+    draining: Option<Pin<Box<tokio::time::Sleep>>>,
     heartbeat_timeout: Option<Pin<Box<tokio::time::Sleep>>>,
     started: Option<tokio::sync::oneshot::Sender<()>>,
     /// Set only for [PriorityPolicy::PinnedClient] consumers, so a `Nats-Pin-Id` header stored
@@ -924,7 +927,64 @@ impl Drop for Stream {
     }
 }
 
+/// A test hook (weir): delay the background task after it publishes a pull request, which is
+/// where async-nats 0.51.0 reported the pull to the stream, so that the server's answer always
+/// wins the race the report used to lose.
+#[cfg(feature = "pull-report-delay")]
+pub mod test_hooks {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    static DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Set the delay for every pull stream of the process (0, the default, turns it off).
+    pub fn set_pull_report_delay(delay: Duration) {
+        DELAY_MS.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) async fn delay() {
+        let ms = DELAY_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+}
+
+/// What the background task tells the stream about one pull request.
+///
+/// A pull is counted as outstanding *before* it is published: the server's answer can reach the
+/// subscription before the task is scheduled again, and a pull counted only after its messages
+/// had arrived left the stream waiting for messages that had already come, with no pull
+/// outstanding on the server, until the fallback timer (`expires` + 5 s) fired.
+enum PullReport {
+    /// A pull request is about to be published; with `reset`, it replaces every earlier one
+    /// (they expired, or the connection was re-established without any waiting on the server).
+    Sending { reset: bool },
+    /// The pull request counted by the last `Sending` could not be published.
+    NotSent(super::RequestError),
+    /// The consumer's info could not be read after a reconnect.
+    Info(super::RequestError),
+}
+
 impl Stream {
+    /// Stops sending pull requests, so the stream can be drained without losing a message: it
+    /// goes on yielding what the server sends for the pull requests already made, and ends once
+    /// all of them are answered (by messages, or by the server's status when they expire), or a
+    /// second after the last one's expiry.
+    ///
+    /// Use it to hand messages back on shutdown: dropping a stream drops the messages the server
+    /// has sent to it but it has not yielded yet, and the server then waits for `ack_wait` before
+    /// it redelivers them.
+    pub fn stop_pulling(&mut self) {
+        self.task_handle.abort();
+        let expires = self
+            .batch_config
+            .expires
+            .unwrap_or(Duration::from_secs(30))
+            .saturating_add(Duration::from_secs(1));
+        self.draining = Some(Box::pin(tokio::time::sleep(expires)));
+    }
+
     /// Ends the iterator and stops the background task from sending further pull requests.
     fn terminate(&mut self) {
         self.terminated = true;
@@ -996,7 +1056,7 @@ impl Stream {
                                         }
                                     }
                                     Err(err) => {
-                                         if let Err(err) = request_result_tx.send(Err(err)).await {
+                                         if let Err(err) = request_result_tx.send(PullReport::Info(err)).await {
                                             debug!("failed to sent request result: {}", err);
                                         }
                                     },
@@ -1015,19 +1075,34 @@ impl Stream {
                     })
                     .map(Bytes::from)
                     .unwrap();
+                    // Counted before it is sent: see `PullReport`.
+                    if request_result_tx
+                        .send(PullReport::Sending {
+                            reset: pending_reset,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
                     let result = context
                         .client
                         .publish_with_reply(subject.clone(), inbox.clone(), request.clone())
-                        .await
-                        .map(|_| pending_reset);
-                    // TODO: add tracing instead of ignoring this.
-                    request_result_tx
-                        .send(result.map(|_| pending_reset).map_err(|err| {
-                            crate::RequestError::with_source(crate::RequestErrorKind::Other, err)
-                                .into()
-                        }))
-                        .await
-                        .ok();
+                        .await;
+                    #[cfg(feature = "pull-report-delay")]
+                    test_hooks::delay().await;
+                    if let Err(err) = result {
+                        request_result_tx
+                            .send(PullReport::NotSent(
+                                crate::RequestError::with_source(
+                                    crate::RequestErrorKind::Other,
+                                    err,
+                                )
+                                .into(),
+                            ))
+                            .await
+                            .ok();
+                    }
                     trace!("result send over tx");
                 }
             }
@@ -1044,6 +1119,7 @@ impl Stream {
             context: consumer.context.clone(),
             pending_request: false,
             terminated: false,
+            draining: None,
             heartbeat_timeout: None,
             started: Some(started_tx),
             #[cfg(feature = "server_2_11")]
@@ -1161,10 +1237,22 @@ impl futures_util::Stream for Stream {
         if self.terminated {
             return Poll::Ready(None);
         }
+        if let Some(deadline) = self.draining.as_mut() {
+            if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
+                self.terminated = true;
+                return Poll::Ready(None);
+            }
+        }
 
         loop {
             trace!("pending messages: {}", self.pending_messages);
-            if (self.pending_messages <= self.batch_config.batch / 2
+            if self.draining.is_some() {
+                // Nothing more is asked for; end once every outstanding pull is answered.
+                if self.pending_messages == 0 && self.request_result_rx.is_empty() {
+                    self.terminated = true;
+                    return Poll::Ready(None);
+                }
+            } else if (self.pending_messages <= self.batch_config.batch / 2
                 || (self.batch_config.max_bytes > 0
                     && self.pending_bytes <= self.batch_config.max_bytes / 2))
                 && !self.pending_request
@@ -1176,27 +1264,37 @@ impl futures_util::Stream for Stream {
 
             match self.request_result_rx.poll_recv(cx) {
                 Poll::Ready(resp) => match resp {
-                    Some(resp) => match resp {
-                        Ok(reset) => {
-                            trace!("request response: {:?}", reset);
-                            debug!("request sent, setting pending messages");
-                            if reset {
-                                self.pending_messages = self.batch_config.batch;
-                                self.pending_bytes = self.batch_config.max_bytes;
-                            } else {
-                                self.pending_messages += self.batch_config.batch;
-                                self.pending_bytes += self.batch_config.max_bytes;
-                            }
-                            self.pending_request = false;
-                            continue;
+                    Some(PullReport::Sending { reset }) => {
+                        trace!("request response: {:?}", reset);
+                        debug!("request sending, setting pending messages");
+                        if reset {
+                            self.pending_messages = self.batch_config.batch;
+                            self.pending_bytes = self.batch_config.max_bytes;
+                        } else {
+                            self.pending_messages += self.batch_config.batch;
+                            self.pending_bytes += self.batch_config.max_bytes;
                         }
-                        Err(err) => {
-                            return Poll::Ready(Some(Err(MessagesError::with_source(
-                                MessagesErrorKind::Pull,
-                                err,
-                            ))))
-                        }
-                    },
+                        self.pending_request = false;
+                        continue;
+                    }
+                    Some(PullReport::NotSent(err)) => {
+                        self.pending_messages =
+                            self.pending_messages.saturating_sub(self.batch_config.batch);
+                        self.pending_bytes =
+                            self.pending_bytes.saturating_sub(self.batch_config.max_bytes);
+                        return Poll::Ready(Some(Err(MessagesError::with_source(
+                            MessagesErrorKind::Pull,
+                            err,
+                        ))));
+                    }
+                    Some(PullReport::Info(err)) => {
+                        return Poll::Ready(Some(Err(MessagesError::with_source(
+                            MessagesErrorKind::Pull,
+                            err,
+                        ))))
+                    }
+                    // The task ended: aborted by `stop_pulling`, or by a panic.
+                    None if self.draining.is_some() => {}
                     None => return Poll::Ready(None),
                 },
                 Poll::Pending => {
