@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{Handler, HandlerPre, WitEvent, WitFailure, WitPrincipal};
 use super::state::{CallState, PluginShared, State};
-use super::{Prepared, Runtime};
+use super::{Prepared, Runtime, TickerUser};
 use crate::config::{Isolation, Limits};
 use crate::event::{Event, Failure, FailureKind, LogLine, Message};
 use crate::policy::OutputPolicy;
@@ -43,6 +43,9 @@ enum Inner {
 
 struct WasmExecutor {
     engine: Engine,
+    /// Keeps the epoch ticker running while this plugin may run guests, even
+    /// after the host that loaded it has gone (event tasks can outlive it).
+    _ticker: TickerUser,
     pre: HandlerPre<State>,
     shared: Arc<PluginShared>,
     isolation: Isolation,
@@ -139,6 +142,7 @@ impl WasmExecutor {
         let timeout = Duration::from_millis(limits.timeout_ms);
         Self {
             engine: runtime.engine().clone(),
+            _ticker: runtime.ticker_user(),
             pre: prepared.pre,
             shared: Arc::new(shared),
             isolation: limits.isolation,
@@ -169,7 +173,7 @@ impl WasmExecutor {
             .data_mut()
             .call
             .begin(&event.id, event.reply_to.as_deref());
-        warm.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm_deadline(&mut warm.store);
         let input = to_wit(event);
         let called = tokio::time::timeout(
             self.hard_timeout,
@@ -260,8 +264,23 @@ impl WasmExecutor {
     async fn instantiate(&self) -> Result<Warm, Failure> {
         let mut store = Store::new(&self.engine, State::new(self.shared.clone()));
         store.limiter(|state| &mut state.limiter);
+        // Every epoch tick the guest yields to the tokio scheduler, so a guest
+        // that spins cannot hold a worker thread (and with it NATS I/O, progress
+        // acks and the other plugins) for its whole timeout; once its ticks are
+        // used up it is interrupted.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         // Start functions run at instantiation: they get a deadline too.
-        store.set_epoch_deadline(self.deadline_ticks);
+        self.arm_deadline(&mut store);
         let instantiated =
             tokio::time::timeout(self.hard_timeout, self.pre.instantiate_async(&mut store)).await;
         match instantiated {
@@ -279,6 +298,12 @@ impl WasmExecutor {
             }
             Err(_elapsed) => Err(self.timed_out()),
         }
+    }
+
+    /// Give the next call `timeout` worth of ticks, checked at every tick.
+    fn arm_deadline(&self, store: &mut Store<State>) {
+        store.data_mut().ticks_left = self.deadline_ticks;
+        store.set_epoch_deadline(1);
     }
 
     fn take_warm(&self) -> Option<Warm> {

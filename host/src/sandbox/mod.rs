@@ -11,8 +11,7 @@ mod executor;
 mod state;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -45,9 +44,15 @@ pub struct Runtime {
     /// Where compiled components are kept, keyed by wasm hash and engine.
     cache_dir: Option<PathBuf>,
     epoch_tick: Duration,
-    /// Stops the epoch ticker thread when the runtime is dropped.
-    ticker_stop: Arc<AtomicBool>,
+    /// The epoch ticker thread runs while this or any executor's clone of it
+    /// is alive: guests are interrupted as long as one can run.
+    ticker: TickerUser,
 }
+
+/// A share in the epoch ticker's life: the ticker thread stops once the last
+/// one is dropped.
+#[derive(Clone)]
+pub struct TickerUser(#[allow(dead_code)] Arc<()>);
 
 impl Runtime {
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Self> {
@@ -96,15 +101,15 @@ impl Runtime {
         .context("cannot link the weir host interface")?;
 
         let epoch_tick = Duration::from_millis(config.epoch_tick_ms);
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), epoch_tick, ticker_stop.clone())?;
+        let ticker = TickerUser(Arc::new(()));
+        spawn_ticker(engine.clone(), epoch_tick, Arc::downgrade(&ticker.0))?;
 
         Ok(Self {
             engine,
             linker,
             cache_dir: config.resolved_cache_dir(),
             epoch_tick,
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -129,11 +134,9 @@ impl Runtime {
     pub fn epoch_tick(&self) -> Duration {
         self.epoch_tick
     }
-}
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+    pub(crate) fn ticker_user(&self) -> TickerUser {
+        self.ticker.clone()
     }
 }
 
@@ -143,12 +146,13 @@ pub struct Prepared {
 }
 
 /// Epoch interruption needs a clock: one thread bumps the engine's epoch every
-/// tick; a store's deadline is a number of ticks.
-fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// tick; a store's deadline is a number of ticks. It stops when no
+/// [`TickerUser`] is left.
+fn spawn_ticker(engine: Engine, tick: Duration, users: Weak<()>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("weir-epoch".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while users.strong_count() > 0 {
                 std::thread::sleep(tick);
                 engine.increment_epoch();
             }

@@ -33,6 +33,9 @@ pub struct State {
     pub(super) limiter: MemoryLimiter,
     pub(super) shared: Arc<PluginShared>,
     pub(super) call: CallState,
+    /// Epoch ticks the running call may still use before it is interrupted:
+    /// the guest yields to the scheduler at every tick (see the executor).
+    pub(super) ticks_left: u64,
 }
 
 impl State {
@@ -49,6 +52,7 @@ impl State {
             },
             shared,
             call: CallState::default(),
+            ticks_left: 0,
         }
     }
 }
