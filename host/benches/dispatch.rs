@@ -14,7 +14,7 @@ use criterion::Criterion;
 use weir_host::bundle::Bundle;
 use weir_host::config::{HostConfig, Isolation};
 use weir_host::event::{Event, Message};
-use weir_host::pipeline::{Plugin, Stats};
+use weir_host::plugin::Plugin;
 use weir_host::policy::OutputPolicy;
 use weir_host::sandbox::{Executor, PluginShared, Runtime};
 
@@ -31,9 +31,9 @@ fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)
         Plugin::load(runtime, &b, config, false).expect("trivial plugin loads")
     };
     let limits = &bundle.manifest.limits;
-    let native = Plugin {
-        manifest: bundle.manifest.clone(),
-        executor: Executor::native(
+    let native = Plugin::new(
+        bundle.manifest.clone(),
+        Executor::native(
             PluginShared {
                 name: "native".into(),
                 config: Default::default(),
@@ -54,10 +54,9 @@ fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)
                 }])
             }),
         ),
-        dead_letter_subject: "weir.dlq.native".into(),
-        stats: Stats::default(),
-        auth: None,
-    };
+        config,
+        None,
+    );
     vec![
         ("native", native),
         (

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use weir_host::bundle::Bundle;
 use weir_host::config::{HostConfig, Isolation};
 use weir_host::event::Event;
-use weir_host::pipeline::Plugin;
+use weir_host::plugin::Plugin;
 use weir_host::sandbox::Runtime;
 
 const LANGUAGES: [(&str, &str); 4] = [

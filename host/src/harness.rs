@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::config::HostConfig;
-use crate::event::{Event, Failure, Headers, LogLine, Message};
-use crate::pipeline::{self, Outcome, Plugin};
+use crate::event::{Event, Failure, Headers, Message};
+use crate::pipeline::{self, Outcome};
+use crate::plugin::Plugin;
 use crate::sandbox::Runtime;
 
 /// A fixture event, as written in a JSON file.
@@ -249,22 +250,15 @@ pub async fn run(
             principal: None,
         };
         // Producer tokens are checked as under `weir up`.
-        let run = match pipeline::admit(&plugin, &mut event) {
-            Ok(()) => plugin.executor.run(&event).await,
-            Err(failure) => crate::sandbox::RunOutput {
-                result: Err(failure),
+        let attempt = match pipeline::admit(&plugin, &mut event) {
+            Ok(()) => pipeline::attempt(&plugin, &event).await,
+            Err(failure) => pipeline::Attempt {
+                outcome: Outcome::DeadLetter(failure),
                 logs: Vec::new(),
             },
         };
         let expectation = expectations.as_ref().map(|e| &e[i]);
-        events.push(report(
-            &plugin,
-            &name,
-            &event,
-            run.result,
-            run.logs,
-            expectation,
-        )?);
+        events.push(report(&plugin, &name, &event, attempt, expectation)?);
     }
     let passed = events.iter().filter(|e| e.passed).count();
     Ok(Report {
@@ -279,10 +273,26 @@ fn report(
     plugin: &Plugin,
     name: &str,
     event: &Event,
-    result: Result<Vec<Message>, Failure>,
-    logs: Vec<LogLine>,
+    attempt: pipeline::Attempt,
     expectation: Option<&Expectation>,
 ) -> anyhow::Result<EventReport> {
+    let pipeline::Attempt { outcome, logs } = attempt;
+    let (result, next) = match outcome {
+        Outcome::Done(outputs) => (Ok(outputs), "done".to_owned()),
+        Outcome::Retry { delay, failure } => (
+            Err(failure),
+            format!(
+                "retry after {} ms (attempt {} of {})",
+                delay.as_millis(),
+                event.attempt + 1,
+                plugin.manifest.retry.max_attempts
+            ),
+        ),
+        Outcome::DeadLetter(f) => {
+            let next = format!("dead-letter ({})", f.kind.dead_letter_kind());
+            (Err(f), next)
+        }
+    };
     let mismatches = match expectation {
         Some(expected) => compare(name, &result, expected)?,
         None => match &result {
@@ -301,16 +311,6 @@ fn report(
                 message: f.message.clone(),
             }),
         ),
-    };
-    let next = match pipeline::decide(&plugin.manifest.retry, event.attempt, result) {
-        Outcome::Done(_) => "done".to_owned(),
-        Outcome::Retry { delay, .. } => format!(
-            "retry after {} ms (attempt {} of {})",
-            delay.as_millis(),
-            event.attempt + 1,
-            plugin.manifest.retry.max_attempts
-        ),
-        Outcome::DeadLetter(f) => format!("dead-letter ({})", f.kind.dead_letter_kind()),
     };
     Ok(EventReport {
         fixture: name.to_owned(),

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bundle::{self, Bundle};
 use crate::config::{DeliveryMode, HostConfig, StreamSpec};
-use crate::event::Event;
-use crate::pipeline::{self, Plugin};
+use crate::pipeline;
+use crate::plugin::{Plugin, Stats};
 use crate::sandbox::Runtime;
-use crate::transport::{self, IdSource, NatsSink, jetstream};
+use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
 
 /// A bundle that was not loaded, and why.
 #[derive(Debug, Clone)]
@@ -138,10 +138,13 @@ impl Host {
 
         let client = transport::connect(&config.nats).await?;
         let sink = Arc::new(NatsSink::new(client.clone(), &config.dead_letter).await);
-        let stop = CancellationToken::new();
-        let feeders = TaskTracker::new();
-        let events = TaskTracker::new();
-        let ids = Arc::new(IdSource::default());
+        let ctx = Running {
+            ids: Arc::new(IdSource::default()),
+            feeders: TaskTracker::new(),
+            events: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            grace: Duration::from_millis(config.shutdown.grace_ms),
+        };
 
         let mut streams = config.streams.clone();
         if dev_streams {
@@ -157,7 +160,7 @@ impl Host {
         let mut refused = refused;
         let mut running = Vec::new();
         for plugin in plugins {
-            match subscribe_plugin(&client, &sink, &plugin, &ids, &feeders, &events, &stop).await {
+            match subscribe_plugin(&client, &sink, &plugin, &ctx).await {
                 Ok(()) => running.push(plugin),
                 Err(e) => {
                     // A subscription that cannot be made refuses the plugin;
@@ -175,16 +178,16 @@ impl Host {
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
-        feeders.close();
+        ctx.feeders.close();
 
         Ok(Self {
             plugins,
             refused,
             sink,
-            stop,
-            feeders,
-            events,
-            grace: Duration::from_millis(config.shutdown.grace_ms),
+            stop: ctx.stop,
+            feeders: ctx.feeders,
+            events: ctx.events,
+            grace: ctx.grace,
             _runtime: runtime,
         })
     }
@@ -220,14 +223,18 @@ impl Host {
             .context("cannot flush the last messages to NATS")?;
         for plugin in &self.plugins {
             let s = &plugin.stats;
-            let get =
-                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let get = Stats::get;
             tracing::info!(
                 plugin = plugin.name(),
                 received = get(&s.received),
                 succeeded = get(&s.succeeded),
+                failed_attempts = get(&s.failed_attempts),
                 dead_lettered = get(&s.dead_lettered),
+                dead_letters_unstored = get(&s.dead_letters_unstored),
+                outputs_unconfirmed = get(&s.outputs_unconfirmed),
                 shed = get(&s.shed),
+                handed_back = get(&s.handed_back),
+                stalls = get(&s.stalls),
                 "plugin totals"
             );
         }
@@ -235,80 +242,91 @@ impl Host {
     }
 }
 
-/// What the dispatcher runs: a core event, or a JetStream delivery to settle.
-pub enum Job {
-    Core(Event),
-    JetStream(Box<jetstream::Delivery>),
-}
-
-/// Subscribe all of one plugin's subscriptions and start its dispatcher.
+/// Subscribe all of one plugin's subscriptions, then start its readers and
+/// its pipeline.
 async fn subscribe_plugin(
     client: &async_nats::Client,
     sink: &Arc<NatsSink>,
     plugin: &Arc<Plugin>,
-    ids: &Arc<IdSource>,
-    feeders: &TaskTracker,
-    events: &TaskTracker,
-    stop: &CancellationToken,
+    ctx: &Running,
 ) -> anyhow::Result<()> {
-    let limits = &plugin.manifest.limits;
+    let manifest = &plugin.manifest;
     // JetStream deliveries wait in the queue with their ack timer running:
     // keep that wait short.
-    let has_jetstream = plugin
-        .manifest
+    let has_jetstream = manifest
         .subscribe
         .iter()
         .any(|s| s.mode == DeliveryMode::Jetstream);
     let capacity = if has_jetstream {
-        limits.max_in_flight as usize
+        manifest.limits.max_in_flight as usize
     } else {
-        limits.queue as usize
+        manifest.limits.queue as usize
     };
-    let (tx, rx) = mpsc::channel::<Job>(capacity);
+    let (tx, rx) = mpsc::channel(capacity);
     // Subscribe everything first: a failure refuses the plugin before any
     // reader starts.
     let mut core = Vec::new();
     let mut pulls = Vec::new();
-    for sub in &plugin.manifest.subscribe {
+    for sub in &manifest.subscribe {
         match sub.mode {
-            DeliveryMode::Core => core.push(transport::subscribe_core(client, plugin, sub).await?),
+            DeliveryMode::Core => {
+                core.push(transport::core::subscribe(client, plugin.name(), sub).await?)
+            }
             DeliveryMode::Jetstream => {
-                let js = sink
-                    .jetstream()
-                    .context("jetstream subscription, but the NATS server has no JetStream")?;
-                let consumer = jetstream::bind_consumer(js, plugin, sub).await?;
-                pulls.push((js.clone(), sub.clone(), consumer));
+                let js = sink.jetstream().context(
+                    "jetstream subscription, but the NATS server has no JetStream for this account",
+                )?;
+                let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
+                let consumer = jetstream::bind_consumer(js, &spec).await?;
+                pulls.push((js.clone(), spec, consumer));
             }
         }
     }
+    let feed = Feed {
+        plugin: plugin.name().into(),
+        stats: plugin.stats.clone(),
+        queue: tx,
+    };
     for subscriber in core {
-        feeders.spawn(transport::read_core(
+        ctx.feeders.spawn(transport::core::read(
             subscriber,
-            plugin.clone(),
-            tx.clone(),
-            ids.clone(),
-            stop.clone(),
+            feed.clone(),
+            manifest.limits.queue,
+            ctx.ids.clone(),
+            ctx.stop.clone(),
         ));
     }
-    for (js, sub, consumer) in pulls {
-        feeders.spawn(jetstream::read(
+    let pull = jetstream::PullSettings::new(manifest, ctx.grace);
+    for (js, spec, consumer) in pulls {
+        ctx.feeders.spawn(jetstream::read(
             js,
-            sub,
+            spec,
             consumer,
-            plugin.clone(),
-            tx.clone(),
-            stop.clone(),
+            feed.clone(),
+            pull,
+            ctx.stop.clone(),
         ));
     }
-    drop(tx);
-    feeders.spawn(dispatch(
+    drop(feed);
+    ctx.feeders.spawn(pipeline::serve(
         plugin.clone(),
         sink.clone(),
         rx,
-        events.clone(),
-        stop.clone(),
+        ctx.events.clone(),
+        ctx.stop.clone(),
     ));
     Ok(())
+}
+
+/// What every plugin's readers and pipeline share.
+struct Running {
+    ids: Arc<IdSource>,
+    /// Readers and pipelines.
+    feeders: TaskTracker,
+    /// One task per event in flight.
+    events: TaskTracker,
+    stop: CancellationToken,
+    grace: Duration,
 }
 
 /// `--dev`: a file stream per jetstream subscription whose stream is neither
@@ -336,62 +354,6 @@ fn dev_stream_specs(plugins: &[Arc<Plugin>], declared: &[StreamSpec]) -> Vec<Str
         }
     }
     specs
-}
-
-/// Start one task per queued job, at most `max_in_flight` at once. Once
-/// `stop` fires, queued JetStream deliveries are handed back to the server
-/// (nak) for another host instead of being started here.
-async fn dispatch(
-    plugin: Arc<Plugin>,
-    sink: Arc<NatsSink>,
-    mut queue: mpsc::Receiver<Job>,
-    events: TaskTracker,
-    stop: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(
-        plugin.manifest.limits.max_in_flight as usize,
-    ));
-    let progress_every = jetstream::ack_wait(plugin.manifest.limits.timeout_ms) / 3;
-    while let Some(job) = queue.recv().await {
-        let permit = match job {
-            Job::JetStream(delivery) if stop.is_cancelled() => {
-                jetstream::settle(
-                    &delivery.message,
-                    pipeline::Settle::NakNow,
-                    plugin.name(),
-                    &delivery.event.id,
-                )
-                .await;
-                continue;
-            }
-            job => match slots.clone().acquire_owned().await {
-                Ok(permit) => (job, permit),
-                Err(_) => return,
-            },
-        };
-        let (job, permit) = permit;
-        let plugin = plugin.clone();
-        let sink = sink.clone();
-        let stop = stop.clone();
-        events.spawn(async move {
-            match job {
-                Job::Core(event) => pipeline::run_core(plugin, sink, event, stop).await,
-                Job::JetStream(delivery) => {
-                    let jetstream::Delivery {
-                        event,
-                        first_seen,
-                        message,
-                    } = *delivery;
-                    let id = event.id.clone();
-                    let work = pipeline::run_jetstream(&plugin, sink.as_ref(), event, first_seen);
-                    let settle = jetstream::with_progress(&message, progress_every, work).await;
-                    jetstream::settle(&message, settle, plugin.name(), &id).await;
-                }
-            }
-            // The slot frees when the event is done, outputs or dead letter.
-            drop(permit);
-        });
-    }
 }
 
 /// Run a host until `shutdown` resolves. `dev_streams`: see [`Host::start_with`].

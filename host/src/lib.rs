@@ -29,6 +29,7 @@ pub mod event;
 pub mod harness;
 pub mod host;
 pub mod pipeline;
+pub mod plugin;
 pub mod policy;
 pub mod sandbox;
 pub mod scaffold;

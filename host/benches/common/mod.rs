@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use weir_host::event::Event;
-use weir_host::pipeline::{self, Outcome, Plugin};
+use weir_host::pipeline::{self, Outcome};
+use weir_host::plugin::Plugin;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,8 +31,7 @@ pub fn event(subject: &str) -> Event {
 
 /// The work measured: one attempt, the decision, the output ids.
 pub async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
-    let run = plugin.executor.run(event).await;
-    match pipeline::decide(&plugin.manifest.retry, event.attempt, run.result) {
+    match pipeline::attempt(plugin, event).await.outcome {
         Outcome::Done(mut outputs) => {
             pipeline::stamp_outputs(event, &mut outputs);
             outputs.len()

@@ -17,6 +17,12 @@ pub mod headers {
     pub const ERROR: &str = "Weir-Error";
     pub const FIRST_SEEN: &str = "Weir-First-Seen";
     pub const LAST_SEEN: &str = "Weir-Last-Seen";
+    /// The stream and sequence holding the original event (JetStream).
+    pub const ORIGINAL_STREAM: &str = "Weir-Original-Stream";
+    pub const ORIGINAL_SEQUENCE: &str = "Weir-Original-Sequence";
+    /// Set when the payload was cut to fit the server's max_payload: the
+    /// original payload's size in bytes.
+    pub const PAYLOAD_TRUNCATED: &str = "Weir-Payload-Truncated";
     /// Set on outputs so JetStream drops the copies a redelivery would make.
     pub const MSG_ID: &str = "Nats-Msg-Id";
     /// The NATS services convention for an error reply.
@@ -37,6 +43,8 @@ pub struct DeadLetter<'a> {
     pub attempts: u32,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
+    /// The stream and sequence that hold the event, when one does.
+    pub origin: Option<(&'a str, u64)>,
 }
 
 impl DeadLetter<'_> {
@@ -67,12 +75,50 @@ impl DeadLetter<'_> {
         ));
         h.push((headers::FIRST_SEEN.into(), rfc3339(self.first_seen)));
         h.push((headers::LAST_SEEN.into(), rfc3339(self.last_seen)));
+        if let Some((stream, sequence)) = self.origin {
+            h.push((headers::ORIGINAL_STREAM.into(), stream.into()));
+            h.push((headers::ORIGINAL_SEQUENCE.into(), sequence.to_string()));
+        }
         Message {
             subject: self.subject.into(),
             payload: self.event.payload.clone(),
             headers: h,
         }
     }
+
+    /// [`to_message`](Self::to_message), with the payload cut (and marked
+    /// `Weir-Payload-Truncated: <original size>`) when headers and payload
+    /// together would pass `max_payload`: an event near the server's limit
+    /// plus weir's headers must still leave a dead letter.
+    pub fn to_message_within(&self, max_payload: usize) -> Message {
+        let mut msg = self.to_message();
+        let size = wire_size(&msg);
+        if size <= max_payload {
+            return msg;
+        }
+        let original = msg.payload.len();
+        msg.headers
+            .push((headers::PAYLOAD_TRUNCATED.into(), original.to_string()));
+        let room = max_payload.saturating_sub(wire_size(&Message {
+            payload: bytes::Bytes::new(),
+            ..msg.clone()
+        }));
+        msg.payload = msg.payload.slice(..room.min(original));
+        msg
+    }
+}
+
+/// What a message weighs against the server's max_payload: the header block
+/// as NATS writes it (`NATS/1.0\r\n`, `name: value\r\n` lines, a blank line)
+/// and the payload.
+fn wire_size(msg: &Message) -> usize {
+    let header_block: usize = msg
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum::<usize>()
+        + 12;
+    header_block + msg.payload.len()
 }
 
 fn is_weir_header(name: &str) -> bool {
@@ -158,6 +204,7 @@ mod tests {
             attempts: 3,
             first_seen: now,
             last_seen: now,
+            origin: None,
         }
         .to_message();
         let get = |k: &str| crate::event::header(&msg.headers, k).map(str::to_owned);
@@ -178,6 +225,37 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_dead_letter_over_max_payload_is_cut_and_marked() {
+        let mut e = event();
+        e.payload = bytes::Bytes::from(vec![b'x'; 10_000]);
+        let failure = Failure::new(FailureKind::Reject, "too big");
+        let now = SystemTime::now();
+        let letter = DeadLetter {
+            plugin: "p",
+            subject: "weir.dlq.p",
+            event: &e,
+            failure: &failure,
+            attempts: 1,
+            first_seen: now,
+            last_seen: now,
+            origin: Some(("ORDERS", 42)),
+        };
+        let whole = letter.to_message_within(1 << 20);
+        assert_eq!(whole.payload.len(), 10_000);
+        assert_eq!(
+            crate::event::header(&whole.headers, "Weir-Payload-Truncated"),
+            None
+        );
+        let cut = letter.to_message_within(4_000);
+        assert!(wire_size(&cut) <= 4_000, "{} bytes", wire_size(&cut));
+        assert!(!cut.payload.is_empty() && cut.payload.len() < 4_000);
+        let get = |k: &str| crate::event::header(&cut.headers, k);
+        assert_eq!(get("Weir-Payload-Truncated"), Some("10000"));
+        assert_eq!(get("Weir-Original-Stream"), Some("ORDERS"));
+        assert_eq!(get("Weir-Original-Sequence"), Some("42"));
     }
 
     #[test]

@@ -1,28 +1,23 @@
-//! JetStream delivery: a durable pull consumer per (plugin, subscription),
-//! events with their delivery count, and settling each message (ack, nak with
-//! a delay, term) once the pipeline has decided.
+//! JetStream delivery (at least once): a durable pull consumer per (plugin,
+//! subscription), a reader that feeds the plugin's pipeline, hands back on
+//! stop what it has not started, and renews a pull that stalls; and
+//! [`JsDelivery`], which maps the pipeline's [`Settle`] onto ack, nak with a
+//! delay, and term.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{StreamSpec, Subscription};
+use super::{Feed, NatsDelivery};
+use crate::config::{Manifest, StreamSpec, Subscription};
 use crate::event::Event;
-use crate::pipeline::{Plugin, Settle};
-
-/// A JetStream message handed to the dispatcher with its event.
-pub struct Delivery {
-    pub event: Event,
-    /// When the server first stored the message: `Weir-First-Seen`.
-    pub first_seen: SystemTime,
-    pub message: jetstream::Message,
-}
+use crate::pipeline::{Delivery as _, Inbound, Settle};
+use crate::plugin::Stats;
 
 /// The durable name of a subscription: `weir-<plugin>-<8 hex of the subject's
 /// SHA-256>`, stable across restarts and hosts, so every host running the
@@ -64,47 +59,70 @@ pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> an
     Ok(())
 }
 
+/// What a subscription's durable consumer must look like.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub plugin: String,
+    pub stream: String,
+    pub config: jetstream::consumer::pull::Config,
+}
+
+impl ConsumerSpec {
+    pub fn new(manifest: &Manifest, sub: &Subscription) -> anyhow::Result<Self> {
+        let Some(stream) = sub.stream.clone() else {
+            bail!("subscription to {:?} names no stream", sub.subject);
+        };
+        let limits = &manifest.limits;
+        let durable = durable_name(&manifest.name, sub);
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(durable),
+            description: Some(format!("weir plugin {}", manifest.name)),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: ack_wait(limits.timeout_ms),
+            // Unlimited: weir counts the attempts from the delivery count and
+            // dead-letters after the last one. A server-side cap would end an
+            // event silently when its dead letter could not be stored.
+            max_deliver: -1,
+            // Room for several hosts to work at full speed on one durable.
+            max_ack_pending: i64::from(limits.max_in_flight) * 4,
+            filter_subject: sub.subject.clone(),
+            ..Default::default()
+        };
+        Ok(Self {
+            plugin: manifest.name.clone(),
+            stream,
+            config,
+        })
+    }
+
+    pub fn durable(&self) -> &str {
+        self.config.durable_name.as_deref().unwrap_or_default()
+    }
+}
+
 /// Bind (create or update) the durable pull consumer of one subscription.
 pub async fn bind_consumer(
     js: &jetstream::Context,
-    plugin: &Plugin,
-    sub: &Subscription,
+    spec: &ConsumerSpec,
 ) -> anyhow::Result<PullConsumer> {
-    let Some(stream_name) = sub.stream.as_deref() else {
-        bail!("subscription to {:?} names no stream", sub.subject);
-    };
+    let (plugin, stream_name, durable) = (&spec.plugin, &spec.stream, spec.durable());
+    let subject = &spec.config.filter_subject;
     let stream = match js.get_stream(stream_name).await {
         Ok(stream) => stream,
         Err(e) => bail!(
-            "stream {stream_name:?} for {:?}: {e} (create it, declare it under [[streams]] in weir.toml, or use `weir up --dev`)",
-            sub.subject
+            "stream {stream_name:?} for {subject:?}: {e} (create it, declare it under [[streams]] in weir.toml, or use `weir up --dev`)"
         ),
     };
-    let limits = &plugin.manifest.limits;
-    let durable = durable_name(plugin.name(), sub);
-    let config = jetstream::consumer::pull::Config {
-        durable_name: Some(durable.clone()),
-        description: Some(format!("weir plugin {}", plugin.name())),
-        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: ack_wait(limits.timeout_ms),
-        // weir dead-letters on the last allowed attempt itself; the server's
-        // cap only ends a message whose host kept dying mid-attempt.
-        max_deliver: i64::from(plugin.manifest.retry.max_attempts) + 2,
-        // Room for several hosts to work at full speed on one durable.
-        max_ack_pending: i64::from(limits.max_in_flight) * 4,
-        filter_subject: sub.subject.clone(),
-        ..Default::default()
-    };
     let consumer = match stream
-        .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+        .get_consumer::<jetstream::consumer::pull::Config>(durable)
         .await
     {
-        Ok(existing) if existing.cached_info().config.filter_subject == sub.subject => {
+        Ok(existing) if &existing.cached_info().config.filter_subject == subject => {
             // Bring limits in line with the manifest (they may have changed).
-            match stream.update_consumer(config).await {
+            match stream.update_consumer(spec.config.clone()).await {
                 Ok(updated) => updated,
                 Err(e) => {
-                    tracing::warn!(plugin = plugin.name(), consumer = %durable, error = %e, "cannot update the consumer; using it as it is");
+                    tracing::warn!(plugin, consumer = durable, error = %e, "cannot update the consumer; using it as it is");
                     existing
                 }
             }
@@ -113,24 +131,110 @@ pub async fn bind_consumer(
             "consumer {durable:?} on stream {stream_name:?} exists with another filter subject"
         ),
         Err(_) => stream
-            .create_consumer(config)
+            .create_consumer(spec.config.clone())
             .await
             .with_context(|| format!("cannot create consumer {durable:?} on {stream_name:?}"))?,
     };
-    tracing::info!(plugin = plugin.name(), stream = stream_name, consumer = %durable, subject = %sub.subject, "bound to JetStream");
+    tracing::info!(plugin, stream = %stream_name, consumer = durable, subject = %subject, "bound to JetStream");
     Ok(consumer)
 }
 
-/// Turn a JetStream message into a delivery: the event id is
+/// A JetStream message in the pipeline.
+pub struct JsDelivery {
+    message: jetstream::Message,
+    /// How often the pipeline says the event is in progress (+WPI).
+    pub(super) progress_every: Duration,
+    hand_backs: HandBacks,
+}
+
+/// Messages handed back while their reader still has pull requests
+/// outstanding. A nak then would send the message straight back to this
+/// host's own pull (costing it a delivery, an attempt, each time), so they
+/// wait until the reader's pulls are answered and are nak'd together.
+#[derive(Clone)]
+pub struct HandBacks(Arc<Mutex<Option<Vec<jetstream::Message>>>>);
+
+impl HandBacks {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(Some(Vec::new()))))
+    }
+
+    /// Keep `message` for later, or nak it now once the reader is done.
+    async fn hand_back(&self, message: jetstream::Message) {
+        let message = match self.0.lock() {
+            Ok(mut held) => match held.as_mut() {
+                Some(held) => {
+                    held.push(message);
+                    return;
+                }
+                None => message,
+            },
+            Err(_) => message,
+        };
+        nak_now(&message).await;
+    }
+
+    /// Nak what was kept; from now on hand-backs are nak'd at once.
+    async fn release(&self, plugin: &str) {
+        let held = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut held| held.take())
+            .unwrap_or_default();
+        for message in &held {
+            nak_now(message).await;
+        }
+        if !held.is_empty() {
+            tracing::info!(
+                plugin,
+                handed_back = held.len(),
+                "handed back deliveries that had not started"
+            );
+        }
+    }
+}
+
+async fn nak_now(message: &jetstream::Message) {
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::warn!(subject = %message.subject, error = %e, "cannot hand a message back; the server will deliver it again after ack_wait");
+    }
+}
+
+impl JsDelivery {
+    pub(super) async fn progress(&self) {
+        let _ = self.message.ack_with(AckKind::Progress).await;
+    }
+
+    /// Settle the message as the pipeline decided.
+    pub(super) async fn settle(self: Box<Self>, settle: Settle) {
+        let kind = match settle {
+            Settle::Done => AckKind::Ack,
+            Settle::Retry(delay) | Settle::Unfinished(delay) => AckKind::Nak(Some(delay)),
+            Settle::HandBack => return self.hand_backs.hand_back(self.message).await,
+            Settle::DeadLettered => AckKind::Term,
+        };
+        if let Err(e) = self.message.ack_with(kind).await {
+            tracing::warn!(subject = %self.message.subject, error = %e, "cannot settle the message; the server will deliver it again after ack_wait");
+        }
+    }
+}
+
+/// Turn a JetStream message into an event for the pipeline: the event id is
 /// `<stream>:<sequence>` (stable across redeliveries and hosts), the attempt
 /// the server's delivery count (so attempts survive a host restart).
-pub fn to_delivery(message: jetstream::Message) -> anyhow::Result<Delivery> {
-    let (id, attempt, first_seen) = {
+fn to_inbound(
+    message: jetstream::Message,
+    progress_every: Duration,
+    hand_backs: &HandBacks,
+) -> anyhow::Result<Inbound<NatsDelivery>> {
+    let (stream, sequence, attempt, first_seen) = {
         let info = message
             .info()
             .map_err(|e| anyhow::anyhow!("not a JetStream delivery: {e}"))?;
         (
-            format!("{}:{}", info.stream, info.stream_sequence),
+            info.stream.to_owned(),
+            info.stream_sequence,
             u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
             SystemTime::from(info.published),
         )
@@ -141,7 +245,7 @@ pub fn to_delivery(message: jetstream::Message) -> anyhow::Result<Delivery> {
         .map(super::from_header_map)
         .unwrap_or_default();
     let event = Event {
-        id,
+        id: format!("{stream}:{sequence}"),
         subject: message.subject.to_string(),
         payload: message.payload.clone(),
         headers,
@@ -149,83 +253,161 @@ pub fn to_delivery(message: jetstream::Message) -> anyhow::Result<Delivery> {
         attempt,
         principal: None,
     };
-    Ok(Delivery {
+    Ok(Inbound {
         event,
         first_seen,
-        message,
+        origin: Some((stream, sequence)),
+        refused: None,
+        delivery: NatsDelivery::JetStream(Box::new(JsDelivery {
+            message,
+            progress_every,
+            hand_backs: hand_backs.clone(),
+        })),
     })
 }
 
-/// Pull from `consumer` into the plugin's queue until `stop` fires.
+/// How the reader pulls.
+#[derive(Debug, Clone, Copy)]
+pub struct PullSettings {
+    /// Messages per pull request: the plugin's max_in_flight.
+    pub batch: usize,
+    /// How long a pull request waits on the server. Short, because a stopping
+    /// host waits for its outstanding pulls to be answered (see [`read`]).
+    pub expires: Duration,
+    pub heartbeat: Duration,
+    /// How often the pipeline sends +WPI for a running event.
+    pub progress_every: Duration,
+}
+
+impl PullSettings {
+    /// Pull requests expire within half the shutdown grace (1 to 5 s), with
+    /// the server's idle heartbeat at 2/5 of that.
+    pub fn new(manifest: &Manifest, grace: Duration) -> Self {
+        let expires = (grace / 2).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        Self {
+            batch: manifest.limits.max_in_flight as usize,
+            expires,
+            heartbeat: expires * 2 / 5,
+            progress_every: ack_wait(manifest.limits.timeout_ms) / 3,
+        }
+    }
+}
+
+/// Pull from `consumer` into the plugin's pipeline until `stop` fires, then
+/// hand back everything received and not started.
 ///
-/// The pull stream is kept through missed heartbeats and failed pull
-/// requests: async-nats re-issues its pulls itself after a reconnect, and
-/// dropping the stream would strand the messages of its outstanding pulls
-/// until `ack_wait` (a stall of seconds under load). Only when the consumer is
-/// gone (deleted, or the server lost it) is it bound again. Only `stop` ends
-/// this.
+/// - The pull stream is kept through missed heartbeats and failed pull
+///   requests (async-nats re-issues its pulls after a reconnect); only when
+///   the consumer is gone is it bound again.
+/// - On stop the stream stops pulling and is read to its end: the messages of
+///   the outstanding pull requests are nak'd at once, so none waits for
+///   `ack_wait` on the server (dropping the stream would drop them).
+/// - A watchdog: when nothing has arrived for two heartbeats while the server
+///   holds messages for the consumer and no pull request from anyone, the pull
+///   has stalled. That is logged, counted and the pull renewed.
 pub async fn read(
     js: jetstream::Context,
-    sub: Subscription,
+    spec: ConsumerSpec,
+    consumer: PullConsumer,
+    feed: Feed,
+    pull: PullSettings,
+    stop: CancellationToken,
+) {
+    let hand_backs = HandBacks::new();
+    pull_until_stopped(js, spec, consumer, &feed, pull, &hand_backs, stop).await;
+    hand_backs.release(&feed.plugin).await;
+}
+
+async fn pull_until_stopped(
+    js: jetstream::Context,
+    spec: ConsumerSpec,
     mut consumer: PullConsumer,
-    plugin: Arc<Plugin>,
-    queue: mpsc::Sender<crate::host::Job>,
+    feed: &Feed,
+    pull: PullSettings,
+    hand_backs: &HandBacks,
     stop: CancellationToken,
 ) {
     use jetstream::consumer::pull::MessagesErrorKind as Kind;
-    let batch = plugin.manifest.limits.max_in_flight as usize;
     let pause = || async {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => true,
             _ = stop.cancelled() => false,
         }
     };
-    while !stop.is_cancelled() {
+    let quiet_limit = pull.heartbeat * 2;
+    'bind: while !stop.is_cancelled() {
         let opened = consumer
             .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .max_messages_per_batch(pull.batch)
+            .heartbeat(pull.heartbeat)
+            .expires(pull.expires)
             .messages()
             .await;
         let mut messages = match opened {
             Ok(messages) => messages,
             Err(e) => {
-                tracing::warn!(plugin = plugin.name(), error = %e, "cannot pull from JetStream; retrying in 1 s");
+                tracing::warn!(plugin = %feed.plugin, error = %e, "cannot pull from JetStream; retrying in 1 s");
                 if !pause().await {
                     return;
                 }
                 continue;
             }
         };
+        let mut last_arrival = Instant::now();
         loop {
+            let quiet = tokio::time::sleep_until((last_arrival + quiet_limit).into());
             let next = tokio::select! {
+                biased;
                 next = messages.next() => next,
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    drain(&mut messages, feed, hand_backs).await;
+                    return;
+                }
+                _ = quiet => {
+                    last_arrival = Instant::now();
+                    if stalled(&mut consumer, &spec, feed).await {
+                        // Nothing is buffered (this reader was waiting for a
+                        // message) and the server holds no pull: open anew.
+                        continue 'bind;
+                    }
+                    continue;
+                }
             };
+            last_arrival = Instant::now();
             match next {
                 Some(Ok(message)) => {
-                    plugin
-                        .stats
-                        .received
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    match to_delivery(message) {
-                        Ok(delivery) => {
-                            let job = crate::host::Job::JetStream(Box::new(delivery));
-                            if queue.send(job).await.is_err() {
-                                return;
-                            }
-                        }
+                    Stats::bump(&feed.stats.received);
+                    let inbound = match to_inbound(message, pull.progress_every, hand_backs) {
+                        Ok(inbound) => inbound,
                         Err(e) => {
-                            tracing::error!(plugin = plugin.name(), error = %e, "skipping a message")
+                            tracing::error!(plugin = %feed.plugin, error = %e, "skipping a message");
+                            continue;
+                        }
+                    };
+                    // Wait for room in the pipeline's queue, or for stop: the
+                    // message is then handed back, not dropped.
+                    let room = tokio::select! {
+                        room = feed.queue.reserve() => room.ok(),
+                        _ = stop.cancelled() => None,
+                    };
+                    match room {
+                        Some(room) => {
+                            room.send(inbound);
+                            last_arrival = Instant::now();
+                        }
+                        None => {
+                            Stats::bump(&feed.stats.handed_back);
+                            inbound.delivery.settle(Settle::HandBack).await;
+                            drain(&mut messages, feed, hand_backs).await;
+                            return;
                         }
                     }
                 }
                 Some(Err(e)) if matches!(e.kind(), Kind::MissingHeartbeat | Kind::Pull) => {
-                    tracing::debug!(plugin = plugin.name(), error = %e, "JetStream pull hiccup; the stream recovers by itself");
+                    tracing::debug!(plugin = %feed.plugin, error = %e, "JetStream pull hiccup; the stream recovers by itself");
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(plugin = plugin.name(), error = %e, "JetStream pull ended; binding the consumer again");
+                    tracing::warn!(plugin = %feed.plugin, error = %e, "JetStream pull ended; binding the consumer again");
                     break;
                 }
                 None => break,
@@ -233,13 +415,13 @@ pub async fn read(
         }
         drop(messages);
         loop {
-            match bind_consumer(&js, &plugin, &sub).await {
+            match bind_consumer(&js, &spec).await {
                 Ok(bound) => {
                     consumer = bound;
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = plugin.name(), error = %format!("{e:#}"), "cannot bind the consumer; retrying in 1 s");
+                    tracing::warn!(plugin = %feed.plugin, error = %format!("{e:#}"), "cannot bind the consumer; retrying in 1 s");
                     if !pause().await {
                         return;
                     }
@@ -249,36 +431,43 @@ pub async fn read(
     }
 }
 
-/// Settle a message as the pipeline decided.
-pub async fn settle(message: &jetstream::Message, settle: Settle, plugin: &str, event_id: &str) {
-    let kind = match settle {
-        Settle::Ack => AckKind::Ack,
-        Settle::Nak(delay) => AckKind::Nak(Some(delay)),
-        Settle::NakNow => AckKind::Nak(None),
-        Settle::Term => AckKind::Term,
-        // Redelivered by the server after ack_wait.
-        Settle::Leave => return,
-    };
-    if let Err(e) = message.ack_with(kind).await {
-        tracing::warn!(plugin, event = event_id, error = %e, "cannot settle the message; the server will redeliver it");
+/// Stop pulling and keep, to hand back, what the outstanding pull requests
+/// still bring, until they are all answered (at most `expires` and a second).
+async fn drain(
+    messages: &mut jetstream::consumer::pull::Stream,
+    feed: &Feed,
+    hand_backs: &HandBacks,
+) {
+    messages.stop_pulling();
+    while let Some(next) = messages.next().await {
+        if let Ok(message) = next {
+            Stats::bump(&feed.stats.received);
+            Stats::bump(&feed.stats.handed_back);
+            hand_backs.hand_back(message).await;
+        }
     }
 }
 
-/// Run `work` while telling the server every `every` that the message is
-/// still in progress, so a long handler is not redelivered under it.
-pub async fn with_progress<T>(
-    message: &jetstream::Message,
-    every: Duration,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    tokio::pin!(work);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = ticks.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
+/// The watchdog's check after a quiet spell: does the server hold messages
+/// for this consumer, with room to deliver them, and no pull request waiting?
+async fn stalled(consumer: &mut PullConsumer, spec: &ConsumerSpec, feed: &Feed) -> bool {
+    let info = match consumer.info().await {
+        Ok(info) => info.clone(),
+        Err(e) => {
+            tracing::debug!(plugin = %feed.plugin, error = %e, "watchdog: cannot read the consumer's state");
+            return false;
         }
+    };
+    let room = info.config.max_ack_pending <= 0
+        || (info.num_ack_pending as i64) < info.config.max_ack_pending;
+    if info.num_pending == 0 || info.num_waiting > 0 || !room {
+        return false;
     }
+    Stats::bump(&feed.stats.stalls);
+    tracing::warn!(
+        plugin = %feed.plugin, stream = %spec.stream, consumer = spec.durable(),
+        pending = info.num_pending, ack_pending = info.num_ack_pending,
+        "JetStream pull stalled: the server holds messages and no pull request; renewing the pull"
+    );
+    true
 }

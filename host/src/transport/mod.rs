@@ -1,23 +1,28 @@
-//! NATS: the connection, core subscriptions feeding each plugin's bounded
-//! queue, and the [`NatsSink`] that publishes outputs and dead letters.
-//! async-nats types stay in this module.
+//! NATS: the connection, the readers that feed each plugin's pipeline (core
+//! subscriptions in [`core`], JetStream pull consumers in [`jetstream`]), the
+//! [`Delivery`] that settles what they read, and the [`NatsSink`] that
+//! publishes outputs and dead letters. async-nats types stay in this module.
 
+pub mod core;
 pub mod jetstream;
+mod sink;
+mod streams;
+
+pub use sink::NatsSink;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream as js;
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
-use futures::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{DeadLetterConfig, NatsConfig, Subscription};
-use crate::event::{Event, Headers, Message};
-use crate::pipeline::{Plugin, Sink};
+use crate::config::NatsConfig;
+use crate::event::{Event, Failure, Headers};
+use crate::pipeline::{Delivery, Inbound, Settle};
+use crate::plugin::Stats;
 
 /// Connect to NATS, retrying the first connection and every later one, for
 /// good: a host outlives a restart of its server.
@@ -113,8 +118,9 @@ pub async fn stream_captures(js: &js::Context, subject: &str) -> anyhow::Result<
 }
 
 /// Turn a NATS message into an event. Its id is the producer's `Nats-Msg-Id`
-/// when it set one, else one made up by `ids`.
-pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> Event {
+/// when it set one, else one made up by `ids`. The failure, when there is
+/// one, is a fault of the message itself: the event is dead-lettered with it.
+pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> (Event, Option<Failure>) {
     let headers = msg
         .headers
         .as_ref()
@@ -123,7 +129,7 @@ pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> Event {
     let id = crate::event::header(&headers, "Nats-Msg-Id")
         .map(str::to_owned)
         .unwrap_or_else(|| ids.next());
-    Event {
+    let event = Event {
         id,
         subject: msg.subject.to_string(),
         payload: msg.payload,
@@ -131,7 +137,8 @@ pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> Event {
         reply_to: msg.reply.map(|r| r.to_string()),
         attempt: 1,
         principal: None,
-    }
+    };
+    (event, None)
 }
 
 pub fn from_header_map(map: &HeaderMap) -> Headers {
@@ -188,211 +195,43 @@ impl IdSource {
     }
 }
 
-/// Publishes through one NATS connection. Dead letters go through JetStream
-/// with a publish ack when the server has JetStream, so none is lost silently.
-pub struct NatsSink {
-    client: Client,
-    jetstream: Option<js::Context>,
-    /// Whether a stream captures an output subject, as the server said, with
-    /// when it said so: asked again after a minute, so a stream created or
-    /// deleted later is noticed.
-    captured: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
+/// What a reader needs of its plugin: the name for its logs, the counters,
+/// and the plugin's pipeline to feed. Readers hold no plugin and no sandbox.
+#[derive(Clone)]
+pub struct Feed {
+    pub plugin: Arc<str>,
+    pub stats: Arc<Stats>,
+    pub queue: mpsc::Sender<Inbound<NatsDelivery>>,
 }
 
-impl NatsSink {
-    /// Make sure the dead-letter stream exists (file storage, capturing
-    /// `<prefix>.>`); without JetStream, dead letters go out on core NATS.
-    pub async fn new(client: Client, dead_letter: &DeadLetterConfig) -> Self {
-        let js = js::new(client.clone());
-        let config = js::stream::Config {
-            name: dead_letter.stream.clone(),
-            subjects: vec![format!("{}.>", dead_letter.subject_prefix)],
-            storage: js::stream::StorageType::File,
-            allow_direct: true,
-            description: Some("weir dead letters".into()),
-            ..Default::default()
-        };
-        let jetstream = match js.get_or_create_stream(config).await {
-            Ok(_) => Some(js),
-            Err(e) => {
-                tracing::warn!(
-                    stream = %dead_letter.stream, error = %e,
-                    "no JetStream dead-letter stream: dead letters go out on core NATS only"
-                );
-                None
-            }
-        };
-        Self {
-            client,
-            jetstream,
-            captured: std::sync::Mutex::new(Default::default()),
-        }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn jetstream(&self) -> Option<&js::Context> {
-        self.jetstream.as_ref()
-    }
-
-    /// Whether a stream captures `subject`. Asking the server (not trying a
-    /// JetStream publish and watching for "no responders") matters: a core
-    /// subscriber on the subject would swallow the publish's request.
-    async fn is_captured(&self, js: &js::Context, subject: &str) -> anyhow::Result<bool> {
-        const FRESH: Duration = Duration::from_secs(60);
-        if let Ok(known) = self.captured.lock()
-            && let Some((at, captured)) = known.get(subject)
-            && at.elapsed() < FRESH
-        {
-            return Ok(*captured);
-        }
-        let captured = stream_captures(js, subject).await?;
-        if let Ok(mut known) = self.captured.lock() {
-            if known.len() >= 10_000 {
-                known.retain(|_, (at, _)| at.elapsed() < FRESH);
-            }
-            known.insert(subject.to_owned(), (Instant::now(), captured));
-        }
-        Ok(captured)
-    }
-
-    /// Publish to a stream and wait for its ack.
-    async fn publish_stored(&self, js: &js::Context, msg: &Message) -> anyhow::Result<()> {
-        let headers = to_header_map(&msg.headers)?;
-        js.publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
-            .await
-            .with_context(|| format!("cannot publish to {:?}", msg.subject))?
-            .await
-            .with_context(|| format!("no ack from JetStream for {:?}", msg.subject))?;
-        Ok(())
-    }
-
-    async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
-        let headers = to_header_map(&msg.headers)?;
-        self.client
-            .publish_with_headers(msg.subject, headers, msg.payload)
-            .await
-            .context("cannot publish")
-    }
+/// How an event read from NATS is settled.
+pub enum NatsDelivery {
+    /// Core NATS: at most once, nothing to acknowledge.
+    Core,
+    JetStream(Box<jetstream::JsDelivery>),
 }
 
-impl Sink for NatsSink {
-    async fn publish(&self, outputs: Vec<Message>, confirm: bool) -> anyhow::Result<()> {
-        let mut unconfirmed = false;
-        for msg in outputs {
-            if confirm
-                && let Some(js) = &self.jetstream
-                && self.is_captured(js, &msg.subject).await?
-            {
-                self.publish_stored(js, &msg).await?;
-                continue;
-            }
-            let subject = msg.subject.clone();
-            self.publish_core(msg)
-                .await
-                .with_context(|| format!("output to {subject:?}"))?;
-            unconfirmed = true;
-        }
-        if confirm && unconfirmed {
-            sync_with_server(&self.client).await?;
-        }
-        Ok(())
+impl Delivery for NatsDelivery {
+    fn redelivers(&self) -> bool {
+        matches!(self, Self::JetStream(_))
     }
 
-    async fn dead_letter(&self, msg: Message) -> anyhow::Result<()> {
-        let Some(js) = &self.jetstream else {
-            return self.publish_core(msg).await;
-        };
-        let headers = to_header_map(&msg.headers)?;
-        let ack = js
-            .publish_with_headers(msg.subject.clone(), headers, msg.payload)
-            .await
-            .with_context(|| format!("cannot publish the dead letter to {:?}", msg.subject))?;
-        ack.await.with_context(|| {
-            format!(
-                "the server did not store the dead letter on {:?}",
-                msg.subject
-            )
-        })?;
-        Ok(())
-    }
-}
-
-/// Subscribe to one core subscription of a plugin.
-pub async fn subscribe_core(
-    client: &Client,
-    plugin: &Plugin,
-    sub: &Subscription,
-) -> anyhow::Result<async_nats::Subscriber> {
-    let subscriber = match &sub.queue {
-        Some(group) => {
-            client
-                .queue_subscribe(sub.subject.clone(), group.clone())
-                .await
-        }
-        None => client.subscribe(sub.subject.clone()).await,
-    }
-    .with_context(|| {
-        format!(
-            "plugin {:?}: cannot subscribe to {:?}",
-            plugin.name(),
-            sub.subject
-        )
-    })?;
-    tracing::info!(plugin = plugin.name(), subject = %sub.subject, queue = sub.queue.as_deref().unwrap_or(""), "subscribed");
-    Ok(subscriber)
-}
-
-/// Feed a plugin's queue from one core subscription until `stop` fires, then
-/// drain: unsubscribe and queue what the client had already received.
-///
-/// The reader never waits on the plugin: when the queue is full the event is
-/// shed — counted and logged — instead of letting async-nats' own buffer
-/// overflow, where it would be dropped without a word.
-pub async fn read_core(
-    mut subscriber: async_nats::Subscriber,
-    plugin: Arc<Plugin>,
-    queue: mpsc::Sender<crate::host::Job>,
-    ids: Arc<IdSource>,
-    stop: CancellationToken,
-) {
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let msg = tokio::select! {
-            msg = subscriber.next() => msg,
-            _ = stop.cancelled() => break,
-        };
-        let Some(msg) = msg else { return };
-        plugin.stats.received.fetch_add(1, Ordering::Relaxed);
-        let event = to_event(msg, &ids);
-        if let Err(mpsc::error::TrySendError::Full(crate::host::Job::Core(event))) =
-            queue.try_send(crate::host::Job::Core(event))
-        {
-            let shed = plugin.stats.shed.fetch_add(1, Ordering::Relaxed) + 1;
-            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                last_warning = Some(Instant::now());
-                tracing::warn!(
-                    plugin = plugin.name(), subject = %event.subject, shed_total = shed,
-                    "queue full (limits.queue = {}): shedding core events; use jetstream mode for no loss",
-                    plugin.manifest.limits.queue
-                );
-            }
+    fn progress_every(&self) -> Option<Duration> {
+        match self {
+            Self::Core => None,
+            Self::JetStream(d) => Some(d.progress_every),
         }
     }
-    if let Err(e) = subscriber.drain().await {
-        tracing::warn!(plugin = plugin.name(), error = %e, "cannot drain the subscription");
-        return;
+
+    async fn progress(&self) {
+        if let Self::JetStream(d) = self {
+            d.progress().await;
+        }
     }
-    while let Some(msg) = subscriber.next().await {
-        plugin.stats.received.fetch_add(1, Ordering::Relaxed);
-        if queue
-            .send(crate::host::Job::Core(to_event(msg, &ids)))
-            .await
-            .is_err()
-        {
-            return;
+
+    async fn settle(self, settle: Settle) {
+        if let Self::JetStream(d) = self {
+            d.settle(settle).await;
         }
     }
 }

@@ -1,0 +1,333 @@
+//! The life of an event: [`serve`] takes a plugin's [`Inbound`] events, runs
+//! at most `max_in_flight` at once, and takes each through admit → attempts →
+//! outputs or dead letter → [`Settle`], which the event's [`Delivery`] maps
+//! onto the transport's acknowledgements.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::decide::{Outcome, admit, attempt, stamp_outputs};
+use super::letters::DeadLetter;
+use super::{Sink, error_reply};
+use crate::event::{Event, Failure, FailureKind, Message};
+use crate::plugin::{Plugin, Stats};
+
+/// One event as the transport hands it over.
+pub struct Inbound<D> {
+    pub event: Event,
+    /// When the event was first seen (stored, for JetStream): `Weir-First-Seen`.
+    pub first_seen: SystemTime,
+    /// The stream and sequence that hold the event, when one does: recorded on
+    /// its dead letter, so a cut payload can be fetched whole.
+    pub origin: Option<(String, u64)>,
+    /// A fault the transport found in the message itself (a malformed header
+    /// block): the event is dead-lettered at once with it, never run.
+    pub refused: Option<Failure>,
+    pub delivery: D,
+}
+
+/// How an event ends here, for the transport to acknowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Finished: outputs published (confirmed, when the transport redelivers).
+    Done,
+    /// Deliver again after this delay: the retry backoff.
+    Retry(Duration),
+    /// Not started here: deliver again at once, to whoever can take it.
+    HandBack,
+    /// Dead-lettered and the letter stored: never deliver again.
+    DeadLettered,
+    /// Could not be finished (outputs or dead letter not confirmed): deliver
+    /// again after this delay; weir counts the attempts, so nothing is lost.
+    Unfinished(Duration),
+}
+
+/// The transport's handle on one event.
+pub trait Delivery: Send + Sync + 'static {
+    /// Whether the transport delivers an event again by itself (JetStream):
+    /// then each delivery is one attempt and a retry is a delayed redelivery;
+    /// otherwise (core NATS) retries run here, in-process.
+    fn redelivers(&self) -> bool;
+    /// How often to say the event is still being worked on; `None`: never.
+    fn progress_every(&self) -> Option<Duration>;
+    fn progress(&self) -> impl Future<Output = ()> + Send;
+    fn settle(self, settle: Settle) -> impl Future<Output = ()> + Send;
+}
+
+/// Serve one plugin until `inbound` closes (its readers stopped). Every event
+/// runs as a task in `events`. Once `stop` fires, an event that can be handed
+/// back (its transport redelivers) is handed back instead of started; others
+/// still run, and a failure then is dead-lettered, not retried.
+pub async fn serve<D: Delivery, S: Sink>(
+    plugin: Arc<Plugin>,
+    sink: Arc<S>,
+    mut inbound: mpsc::Receiver<Inbound<D>>,
+    events: TaskTracker,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(
+        plugin.manifest.limits.max_in_flight as usize,
+    ));
+    while let Some(item) = inbound.recv().await {
+        let permit = if item.delivery.redelivers() {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                permit = slots.clone().acquire_owned() => permit.ok(),
+            }
+        } else {
+            slots.clone().acquire_owned().await.ok()
+        };
+        let Some(permit) = permit else {
+            Stats::bump(&plugin.stats.handed_back);
+            item.delivery.settle(Settle::HandBack).await;
+            continue;
+        };
+        let plugin = plugin.clone();
+        let sink = sink.clone();
+        let stop = stop.clone();
+        events.spawn(async move {
+            handle(&plugin, sink.as_ref(), item, &stop).await;
+            // The slot frees when the event is settled.
+            drop(permit);
+        });
+    }
+}
+
+/// Take one event to its end and settle it.
+async fn handle<D: Delivery, S: Sink>(
+    plugin: &Plugin,
+    sink: &S,
+    item: Inbound<D>,
+    stop: &CancellationToken,
+) {
+    let Inbound {
+        mut event,
+        first_seen,
+        origin,
+        refused,
+        delivery,
+    } = item;
+    let redelivers = delivery.redelivers();
+    let work = run(plugin, sink, &mut event, refused, redelivers, stop);
+    let ending = match delivery.progress_every() {
+        Some(every) => with_progress(&delivery, every, work).await,
+        None => work.await,
+    };
+    let settle = match ending {
+        Ending::Settled(settle) => settle,
+        Ending::Failed(failure) => {
+            let origin = origin.as_ref().map(|(s, q)| (s.as_str(), *q));
+            if dead_letter(plugin, sink, &event, &failure, first_seen, origin).await {
+                Settle::DeadLettered
+            } else {
+                Settle::Unfinished(plugin.manifest.retry.delay_after(event.attempt))
+            }
+        }
+    };
+    delivery.settle(settle).await;
+}
+
+enum Ending {
+    Settled(Settle),
+    /// To be dead-lettered.
+    Failed(Failure),
+}
+
+/// Admit, then attempt (retrying in-process unless the transport redelivers),
+/// then publish the outputs.
+async fn run<S: Sink>(
+    plugin: &Plugin,
+    sink: &S,
+    event: &mut Event,
+    refused: Option<Failure>,
+    redelivers: bool,
+    stop: &CancellationToken,
+) -> Ending {
+    let policy = &plugin.manifest.retry;
+    if let Some(failure) = refused {
+        return Ending::Failed(failure);
+    }
+    if redelivers && event.attempt > policy.max_attempts {
+        // Delivered again after the last attempt: a host died mid-attempt, or
+        // the dead letter could not be stored before.
+        return Ending::Failed(Failure::new(
+            FailureKind::Retry,
+            format!(
+                "delivered {} times without a result (max_attempts is {})",
+                event.attempt, policy.max_attempts
+            ),
+        ));
+    }
+    if let Err(failure) = admit(plugin, event) {
+        return Ending::Failed(failure);
+    }
+    loop {
+        match attempt(plugin, event).await.outcome {
+            Outcome::Done(outputs) => {
+                return publish(plugin, sink, event, outputs, redelivers).await;
+            }
+            Outcome::Retry { delay, failure } => {
+                note_retry(plugin, event, delay, &failure);
+                if redelivers {
+                    return Ending::Settled(Settle::Retry(delay));
+                }
+                let slept = tokio::select! {
+                    _ = tokio::time::sleep(delay) => true,
+                    _ = stop.cancelled() => false,
+                };
+                if !slept {
+                    return Ending::Failed(Failure::new(
+                        failure.kind,
+                        format!(
+                            "{} (not retried: the host is shutting down)",
+                            failure.message
+                        ),
+                    ));
+                }
+                event.attempt += 1;
+            }
+            Outcome::DeadLetter(failure) => {
+                Stats::bump(&plugin.stats.failed_attempts);
+                return Ending::Failed(failure);
+            }
+        }
+    }
+}
+
+async fn publish<S: Sink>(
+    plugin: &Plugin,
+    sink: &S,
+    event: &Event,
+    mut outputs: Vec<Message>,
+    confirm: bool,
+) -> Ending {
+    stamp_outputs(event, &mut outputs);
+    match sink.publish(outputs, confirm).await {
+        Ok(()) => {
+            Stats::bump(&plugin.stats.succeeded);
+            Ending::Settled(Settle::Done)
+        }
+        Err(e) => {
+            Stats::bump(&plugin.stats.outputs_unconfirmed);
+            if confirm {
+                tracing::warn!(
+                    plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                    error = %format!("{e:#}"), "outputs not confirmed; the event will be delivered again"
+                );
+                Ending::Settled(Settle::Unfinished(
+                    plugin.manifest.retry.delay_after(event.attempt),
+                ))
+            } else {
+                tracing::error!(
+                    plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                    error = %format!("{e:#}"), "cannot publish outputs"
+                );
+                Ending::Settled(Settle::Done)
+            }
+        }
+    }
+}
+
+/// Count and log an attempt that will be retried after `delay`.
+fn note_retry(plugin: &Plugin, event: &Event, delay: Duration, failure: &Failure) {
+    Stats::bump(&plugin.stats.failed_attempts);
+    tracing::debug!(
+        plugin = plugin.name(), event = %event.id, subject = %event.subject,
+        attempt = event.attempt, delay_ms = delay.as_millis() as u64,
+        "attempt failed, will retry: {failure}"
+    );
+}
+
+/// Run `work` while telling the transport every `every` that the event is
+/// still in progress, so a long handler is not redelivered under it.
+async fn with_progress<D: Delivery, T>(
+    delivery: &D,
+    every: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticks.tick() => delivery.progress().await,
+        }
+    }
+}
+
+/// Dead-letter `event` after `failure`, and answer its requester if it has one.
+/// Returns whether the dead letter was stored; one that was not is an error
+/// line and a count, never a success.
+pub(crate) async fn dead_letter<S: Sink>(
+    plugin: &Plugin,
+    sink: &S,
+    event: &Event,
+    failure: &Failure,
+    first_seen: SystemTime,
+    origin: Option<(&str, u64)>,
+) -> bool {
+    // Whatever path led here (admit strips it too), a producer token never
+    // reaches the dead-letter queue.
+    let stripped;
+    let event = match &plugin.auth {
+        Some(_) if event.header(crate::auth::token::AUTHORIZATION).is_some() => {
+            let mut copy = event.clone();
+            crate::auth::token::take_authorization(&mut copy.headers);
+            stripped = copy;
+            &stripped
+        }
+        _ => event,
+    };
+    let letter = DeadLetter {
+        plugin: plugin.name(),
+        subject: &plugin.dead_letter_subject,
+        event,
+        failure,
+        attempts: event.attempt,
+        first_seen,
+        last_seen: SystemTime::now(),
+        origin,
+    };
+    let stored = match sink
+        .dead_letter(letter.to_message_within(sink.max_payload()))
+        .await
+    {
+        Ok(()) => {
+            Stats::bump(&plugin.stats.dead_lettered);
+            tracing::warn!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
+                "dead-lettered: {}", failure.message
+            );
+            true
+        }
+        Err(e) => {
+            Stats::bump(&plugin.stats.dead_letters_unstored);
+            tracing::error!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
+                error = %format!("{e:#}"),
+                "cannot store the dead letter ({}); {}",
+                failure.message,
+                if origin.is_some() { "the event stays in its stream" } else { "the core event is lost" }
+            );
+            false
+        }
+    };
+    if let Some(reply) = error_reply(event, failure)
+        && let Err(e) = sink.publish(vec![reply], false).await
+    {
+        tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
+    }
+    stored
+}
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

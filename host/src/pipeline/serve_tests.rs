@@ -1,0 +1,313 @@
+//! The pipeline without a server: every outcome → settle mapping, through an
+//! in-memory [`Delivery`] and [`Sink`] around a native handler.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+use crate::config::{HostConfig, Manifest};
+use crate::policy::OutputPolicy;
+use crate::sandbox::{Executor, PluginShared};
+
+/// Records how each event was settled.
+struct MemDelivery {
+    redelivers: bool,
+    settled: Arc<Mutex<Vec<(String, Settle)>>>,
+    id: String,
+}
+
+impl Delivery for MemDelivery {
+    fn redelivers(&self) -> bool {
+        self.redelivers
+    }
+    fn progress_every(&self) -> Option<Duration> {
+        None
+    }
+    async fn progress(&self) {}
+    async fn settle(self, settle: Settle) {
+        if let Ok(mut s) = self.settled.lock() {
+            s.push((self.id, settle));
+        }
+    }
+}
+
+#[derive(Default)]
+struct MemSink {
+    published: Mutex<Vec<Message>>,
+    letters: Mutex<Vec<Message>>,
+    refuse_letters: AtomicBool,
+    refuse_outputs: AtomicBool,
+}
+
+impl Sink for MemSink {
+    async fn publish(&self, outputs: Vec<Message>, _confirm: bool) -> anyhow::Result<()> {
+        if self.refuse_outputs.load(Ordering::Relaxed) {
+            anyhow::bail!("no ack");
+        }
+        self.published.lock().expect("lock").extend(outputs);
+        Ok(())
+    }
+    async fn dead_letter(&self, message: Message) -> anyhow::Result<()> {
+        if self.refuse_letters.load(Ordering::Relaxed) {
+            anyhow::bail!("maximum messages exceeded");
+        }
+        self.letters.lock().expect("lock").push(message);
+        Ok(())
+    }
+    fn max_payload(&self) -> usize {
+        1 << 20
+    }
+}
+
+/// A plugin whose handler answers by the payload: `ok`, `retry`, `reject`.
+fn plugin(max_attempts: u32) -> Arc<Plugin> {
+    let text = format!(
+        "name = \"mem\"\nversion = \"0.1.0\"\nwasm = \"mem.wasm\"\n\
+         [[subscribe]]\nsubject = \"in.>\"\n[retry]\nmax_attempts = {max_attempts}\nbackoff_ms = [1]\n"
+    );
+    let manifest = Manifest::parse(Path::new("plugin.toml"), &text, 64).expect("manifest");
+    let shared = PluginShared {
+        name: "mem".into(),
+        config: Default::default(),
+        policy: OutputPolicy {
+            max_outputs: 10,
+            max_output_bytes: 1 << 20,
+            dead_letter_prefix: "weir.dlq".into(),
+            granted: None,
+        },
+        memory_bytes: 0,
+        capture_logs: false,
+    };
+    let executor = Executor::native(
+        shared,
+        Arc::new(|event: &Event| match &event.payload[..] {
+            b"ok" => Ok(vec![Message {
+                subject: "out".into(),
+                payload: event.payload.clone(),
+                headers: vec![],
+            }]),
+            b"retry" => Err(Failure::new(FailureKind::Retry, "later")),
+            _ => Err(Failure::new(FailureKind::Reject, "never")),
+        }),
+    );
+    Arc::new(Plugin::new(
+        manifest,
+        executor,
+        &HostConfig::default(),
+        None,
+    ))
+}
+
+struct Run {
+    settled: Vec<(String, Settle)>,
+    sink: Arc<MemSink>,
+}
+
+/// Serve `events` (id, payload, attempt) to the end.
+async fn serve_all(
+    plugin: Arc<Plugin>,
+    sink: Arc<MemSink>,
+    redelivers: bool,
+    events: &[(&str, &str, u32)],
+    stopped: bool,
+) -> Run {
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(events.len().max(1));
+    for (id, payload, attempt) in events {
+        let event = Event {
+            id: (*id).into(),
+            subject: "in.x".into(),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            headers: vec![],
+            reply_to: None,
+            attempt: *attempt,
+            principal: None,
+        };
+        let item = Inbound {
+            event,
+            first_seen: SystemTime::now(),
+            origin: redelivers.then(|| ("IN".to_owned(), 7)),
+            refused: None,
+            delivery: MemDelivery {
+                redelivers,
+                settled: settled.clone(),
+                id: (*id).into(),
+            },
+        };
+        tx.send(item).await.expect("queue");
+    }
+    drop(tx);
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    if stopped {
+        stop.cancel();
+    }
+    serve(plugin, sink.clone(), rx, tracker.clone(), stop).await;
+    tracker.close();
+    tracker.wait().await;
+    let mut settled = settled.lock().expect("lock").clone();
+    settled.sort_by(|a, b| a.0.cmp(&b.0));
+    Run { settled, sink }
+}
+
+#[tokio::test]
+async fn redelivered_events_settle_by_outcome() {
+    let run = serve_all(
+        plugin(3),
+        Arc::default(),
+        true,
+        &[
+            ("a", "ok", 1),
+            ("b", "retry", 1),
+            ("c", "reject", 1),
+            ("d", "retry", 3),
+            ("e", "ok", 4),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        run.settled,
+        vec![
+            ("a".into(), Settle::Done),
+            ("b".into(), Settle::Retry(Duration::from_millis(1))),
+            ("c".into(), Settle::DeadLettered),
+            ("d".into(), Settle::DeadLettered),
+            // Delivered past max_attempts (a host died mid-attempt): not run.
+            ("e".into(), Settle::DeadLettered),
+        ]
+    );
+    let published = run.sink.published.lock().expect("lock");
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        crate::event::header(&published[0].headers, "Nats-Msg-Id"),
+        Some("a:0")
+    );
+    let letters = run.sink.letters.lock().expect("lock");
+    let kinds: Vec<_> = letters
+        .iter()
+        .map(|l| {
+            crate::event::header(&l.headers, "Weir-Error-Kind")
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["reject", "retry-exhausted", "retry-exhausted"]);
+    assert!(
+        letters
+            .iter()
+            .all(|l| crate::event::header(&l.headers, "Weir-Original-Stream") == Some("IN"))
+    );
+}
+
+#[tokio::test]
+async fn an_unstored_dead_letter_leaves_the_event_unfinished_and_counted() {
+    let sink = Arc::new(MemSink::default());
+    sink.refuse_letters.store(true, Ordering::Relaxed);
+    let plugin = plugin(3);
+    let run = serve_all(
+        plugin.clone(),
+        sink,
+        true,
+        &[("a", "reject", 1), ("b", "retry", 3)],
+        false,
+    )
+    .await;
+    assert_eq!(
+        run.settled,
+        vec![
+            ("a".into(), Settle::Unfinished(Duration::from_millis(1))),
+            ("b".into(), Settle::Unfinished(Duration::from_millis(1))),
+        ]
+    );
+    assert_eq!(Stats::get(&plugin.stats.dead_letters_unstored), 2);
+    assert_eq!(Stats::get(&plugin.stats.dead_lettered), 0);
+}
+
+#[tokio::test]
+async fn unconfirmed_outputs_leave_the_event_unfinished() {
+    let sink = Arc::new(MemSink::default());
+    sink.refuse_outputs.store(true, Ordering::Relaxed);
+    let plugin = plugin(3);
+    let run = serve_all(plugin.clone(), sink, true, &[("a", "ok", 1)], false).await;
+    assert_eq!(
+        run.settled,
+        vec![("a".into(), Settle::Unfinished(Duration::from_millis(1)))]
+    );
+    assert_eq!(Stats::get(&plugin.stats.succeeded), 0);
+    assert_eq!(Stats::get(&plugin.stats.outputs_unconfirmed), 1);
+}
+
+#[tokio::test]
+async fn core_events_retry_in_process() {
+    let plugin = plugin(3);
+    let run = serve_all(
+        plugin.clone(),
+        Arc::default(),
+        false,
+        &[("a", "retry", 1), ("b", "ok", 1)],
+        false,
+    )
+    .await;
+    assert_eq!(
+        run.settled,
+        vec![
+            ("a".into(), Settle::DeadLettered),
+            ("b".into(), Settle::Done)
+        ]
+    );
+    // Three attempts for "a", all failed, then one dead letter.
+    assert_eq!(Stats::get(&plugin.stats.failed_attempts), 3);
+    let letters = run.sink.letters.lock().expect("lock");
+    assert_eq!(
+        crate::event::header(&letters[0].headers, "Weir-Attempts"),
+        Some("3")
+    );
+}
+
+#[tokio::test]
+async fn after_stop_redeliverable_events_are_handed_back_and_core_ones_finish() {
+    let plugin = plugin(3);
+    let run = serve_all(
+        plugin.clone(),
+        Arc::default(),
+        true,
+        &[("a", "ok", 1), ("b", "ok", 1)],
+        true,
+    )
+    .await;
+    assert_eq!(
+        run.settled,
+        vec![
+            ("a".into(), Settle::HandBack),
+            ("b".into(), Settle::HandBack)
+        ]
+    );
+    assert_eq!(Stats::get(&plugin.stats.handed_back), 2);
+    assert!(run.sink.published.lock().expect("lock").is_empty());
+
+    let plugin = super::tests::plugin(3);
+    let run = serve_all(
+        plugin.clone(),
+        Arc::default(),
+        false,
+        &[("a", "ok", 1), ("b", "retry", 1)],
+        true,
+    )
+    .await;
+    // Core events cannot be handed back: they run; a failure is dead-lettered, not retried.
+    assert_eq!(
+        run.settled,
+        vec![
+            ("a".into(), Settle::Done),
+            ("b".into(), Settle::DeadLettered)
+        ]
+    );
+    let letters = run.sink.letters.lock().expect("lock");
+    assert_eq!(Stats::get(&plugin.stats.failed_attempts), 1);
+    assert!(
+        crate::event::header(&letters[0].headers, "Weir-Error")
+            .is_some_and(|e| e.contains("not retried: the host is shutting down"))
+    );
+}

@@ -1,0 +1,110 @@
+//! A loaded plugin: its manifest, the executor that runs its events, its
+//! producer-token verifier and its counters. Loading checks the grant before
+//! anything is compiled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::bundle::Bundle;
+use crate::config::{HostConfig, Manifest};
+use crate::policy::OutputPolicy;
+use crate::sandbox::{Executor, LoadError, PluginShared, Runtime};
+
+/// A plugin ready to run events.
+pub struct Plugin {
+    pub manifest: Manifest,
+    pub executor: Executor,
+    /// `weir.dlq.<name>`.
+    pub dead_letter_subject: String,
+    /// Shared with the plugin's readers, which count what they receive and shed.
+    pub stats: Arc<Stats>,
+    /// Verifies producer tokens when plugin.toml has `[auth]`.
+    pub auth: Option<Arc<crate::auth::TokenVerifier>>,
+}
+
+impl Plugin {
+    /// Compile a bundle's component and make it ready to run events.
+    /// `capture_logs` keeps log lines in each [`RunOutput`](crate::sandbox::RunOutput) (`weir test`).
+    pub fn load(
+        runtime: &Runtime,
+        bundle: &Bundle,
+        host: &HostConfig,
+        capture_logs: bool,
+    ) -> Result<Self, LoadError> {
+        let manifest = bundle.manifest.clone();
+        // Grants are checked before compiling: a refused bundle costs nothing.
+        let auth =
+            crate::auth::PluginAuthState::load(bundle, &host.auth).map_err(LoadError::Refused)?;
+        let prepared = runtime.prepare(&bundle.wasm, &bundle.sha256)?;
+        let limits = &manifest.limits;
+        let shared = PluginShared {
+            name: manifest.name.clone(),
+            config: manifest.config.clone(),
+            policy: OutputPolicy {
+                max_outputs: limits.max_outputs,
+                max_output_bytes: limits.max_output_bytes,
+                dead_letter_prefix: host.dead_letter.subject_prefix.clone(),
+                granted: auth.granted_publish(),
+            },
+            memory_bytes: limits.memory_mb as usize * 1024 * 1024,
+            capture_logs,
+        };
+        let executor = Executor::new(runtime, prepared, shared, limits);
+        Ok(Self::new(manifest, executor, host, auth.verifier))
+    }
+
+    /// A plugin around any executor (the native baseline of the benchmarks,
+    /// and the pipeline's own tests).
+    pub fn new(
+        manifest: Manifest,
+        executor: Executor,
+        host: &HostConfig,
+        auth: Option<Arc<crate::auth::TokenVerifier>>,
+    ) -> Self {
+        Self {
+            dead_letter_subject: format!("{}.{}", host.dead_letter.subject_prefix, manifest.name),
+            manifest,
+            executor,
+            stats: Arc::default(),
+            auth,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+}
+
+/// Counters per plugin (a metrics endpoint reads the same).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events the readers took from NATS.
+    pub received: AtomicU64,
+    /// Events finished with their outputs published (confirmed, on JetStream).
+    pub succeeded: AtomicU64,
+    /// Attempts that failed (retried or not).
+    pub failed_attempts: AtomicU64,
+    /// Dead letters stored.
+    pub dead_lettered: AtomicU64,
+    /// Dead letters that could not be stored (the event stays in its stream
+    /// when it came from one; a core event's is lost, loudly).
+    pub dead_letters_unstored: AtomicU64,
+    /// Events whose outputs could not be published (or confirmed).
+    pub outputs_unconfirmed: AtomicU64,
+    /// Core events dropped because the plugin's queue was full.
+    pub shed: AtomicU64,
+    /// JetStream deliveries handed back to the server, not started (shutdown).
+    pub handed_back: AtomicU64,
+    /// Times a JetStream pull was found stalled and renewed (the watchdog).
+    pub stalls: AtomicU64,
+}
+
+impl Stats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,206 @@
+//! [`NatsSink`]: publishes a plugin's outputs (confirmed by the server when
+//! asked: stored for subjects a stream captures, a round trip otherwise) and
+//! stores dead letters in the dead-letter stream, saying so when it cannot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, bail};
+use async_nats::Client;
+use async_nats::jetstream as js;
+
+use super::streams::StreamIndex;
+use super::{sync_with_server, to_header_map};
+use crate::config::DeadLetterConfig;
+use crate::event::Message;
+use crate::pipeline::Sink;
+
+/// Publishes through one NATS connection.
+pub struct NatsSink {
+    client: Client,
+    /// Set when the server has JetStream (for this account).
+    jetstream: Option<js::Context>,
+    /// The dead-letter stream, created when missing.
+    dead_letters: js::stream::Config,
+    /// Whether the dead-letter stream is known to exist; while not, each dead
+    /// letter tries to create it first.
+    dead_letters_ready: AtomicBool,
+    /// Which output subjects a stream captures.
+    streams: StreamIndex,
+}
+
+impl NatsSink {
+    /// Ask whether the server has JetStream and make sure the dead-letter
+    /// stream exists (file storage, capturing `<prefix>.>`). When it cannot be
+    /// made, the host still starts: the reason is logged, each dead letter
+    /// tries again, and until one is stored the events stay in their streams.
+    pub async fn new(client: Client, dead_letter: &DeadLetterConfig) -> Self {
+        let jetstream = match has_jetstream(&client).await {
+            Ok(()) => Some(js::new(client.clone())),
+            Err(e) => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "no JetStream: jetstream subscriptions are refused, and dead letters cannot be stored"
+                );
+                None
+            }
+        };
+        let sink = Self {
+            streams: StreamIndex::new(&client).await,
+            client,
+            jetstream,
+            dead_letters: js::stream::Config {
+                name: dead_letter.stream.clone(),
+                subjects: vec![format!("{}.>", dead_letter.subject_prefix)],
+                storage: js::stream::StorageType::File,
+                allow_direct: true,
+                description: Some("weir dead letters".into()),
+                ..Default::default()
+            },
+            dead_letters_ready: AtomicBool::new(false),
+        };
+        if sink.jetstream.is_some()
+            && let Err(e) = sink.ensure_dead_letter_stream().await
+        {
+            tracing::error!(
+                stream = %sink.dead_letters.name, error = %format!("{e:#}"),
+                "no dead-letter stream yet: events to dead-letter stay in their streams until it can be made"
+            );
+        }
+        sink
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The JetStream context, when the server has JetStream.
+    pub fn jetstream(&self) -> Option<&js::Context> {
+        self.jetstream.as_ref()
+    }
+
+    async fn ensure_dead_letter_stream(&self) -> anyhow::Result<()> {
+        let Some(js) = &self.jetstream else {
+            bail!("the NATS server has no JetStream");
+        };
+        js.get_or_create_stream(self.dead_letters.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot create the dead-letter stream {:?} on {:?}",
+                    self.dead_letters.name, self.dead_letters.subjects
+                )
+            })?;
+        self.dead_letters_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
+        let headers = to_header_map(&msg.headers)?;
+        let subject = msg.subject;
+        self.client
+            .publish_with_headers(subject.clone(), headers, msg.payload)
+            .await
+            .with_context(|| format!("cannot publish to {subject:?}"))
+    }
+}
+
+impl Sink for NatsSink {
+    async fn publish(&self, outputs: Vec<Message>, confirm: bool) -> anyhow::Result<()> {
+        let js = match &self.jetstream {
+            Some(js) if confirm => js,
+            _ => {
+                for msg in outputs {
+                    self.publish_core(msg).await?;
+                }
+                return Ok(());
+            }
+        };
+        // Pipelined: every output is sent, then every confirmation awaited.
+        let mut acks = Vec::new();
+        let mut unconfirmed = false;
+        for msg in outputs {
+            if self.streams.captures(js, &msg.subject).await? {
+                let headers = to_header_map(&msg.headers)?;
+                let ack = js
+                    .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+                    .await
+                    .with_context(|| format!("cannot publish to {:?}", msg.subject))?;
+                acks.push((msg.subject, ack));
+            } else {
+                self.publish_core(msg).await?;
+                unconfirmed = true;
+            }
+        }
+        for (subject, ack) in acks {
+            ack.await
+                .with_context(|| format!("no ack from JetStream for {subject:?}"))?;
+        }
+        if unconfirmed {
+            sync_with_server(&self.client).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, msg: Message) -> anyhow::Result<()> {
+        let Some(js) = &self.jetstream else {
+            // Someone may listen on core NATS; it is still not stored.
+            let subject = msg.subject.clone();
+            self.publish_core(msg).await.ok();
+            bail!("the NATS server has no JetStream: dead letter on {subject:?} not stored");
+        };
+        if !self.dead_letters_ready.load(Ordering::Relaxed) {
+            self.ensure_dead_letter_stream().await?;
+        }
+        let headers = to_header_map(&msg.headers)?;
+        let ack = js
+            .publish_with_headers(msg.subject.clone(), headers, msg.payload)
+            .await
+            .with_context(|| format!("cannot publish the dead letter to {:?}", msg.subject))?
+            .await;
+        let ack = match ack {
+            Ok(ack) => ack,
+            Err(e) => {
+                // The stream may be gone: make sure it exists next time.
+                self.dead_letters_ready.store(false, Ordering::Relaxed);
+                return Err(e).with_context(|| {
+                    format!(
+                        "the server did not store the dead letter on {:?}",
+                        msg.subject
+                    )
+                });
+            }
+        };
+        if ack.stream != self.dead_letters.name {
+            bail!(
+                "the dead letter on {:?} went to stream {:?}, not to the dead-letter stream {:?} (another stream captures {:?})",
+                msg.subject,
+                ack.stream,
+                self.dead_letters.name,
+                self.dead_letters.subjects
+            );
+        }
+        Ok(())
+    }
+
+    fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+}
+
+/// Whether JetStream answers for this connection's account: `$JS.API.INFO`
+/// (read as plain JSON, so any server version will do).
+async fn has_jetstream(client: &Client) -> anyhow::Result<()> {
+    let answer = match client.request("$JS.API.INFO", bytes::Bytes::new()).await {
+        Ok(answer) => answer,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            bail!("the NATS server does not run JetStream")
+        }
+        Err(e) => return Err(e).context("no answer to $JS.API.INFO"),
+    };
+    let info: serde_json::Value =
+        serde_json::from_slice(&answer.payload).context("$JS.API.INFO: not JSON")?;
+    if let Some(error) = info.get("error") {
+        bail!("JetStream is not enabled for this account: {error}");
+    }
+    Ok(())
+}
