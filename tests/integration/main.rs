@@ -20,3 +20,5 @@ mod jetstream;
 mod languages;
 /// Bad bundles and config files are refused with errors that name them.
 mod loading;
+/// A message with a malformed header block is delivered, not a disconnect.
+mod malformed;

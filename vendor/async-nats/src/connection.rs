@@ -242,6 +242,7 @@ impl Connection {
                 length,
                 reply,
                 headers: None,
+                malformed_headers: None,
                 subject,
                 payload,
                 status: None,
@@ -327,40 +328,44 @@ impl Connection {
             }
 
             self.read_buf.advance(len + 2);
-            let header = self.read_buf.split_to(header_len);
+            let header = self.read_buf.split_to(header_len).freeze();
             let payload = self.read_buf.split_to(total_len - header_len).freeze();
             self.read_buf.advance(2);
 
-            let mut lines = std::str::from_utf8(&header)
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "header isn't valid utf-8")
-                })?
-                .lines()
+            // The header block is message content, not framing: the server stores
+            // and forwards whatever a publisher sent. Parse it leniently so that a
+            // malformed block reaches the subscriber instead of being treated as a
+            // protocol error (which drops the connection, on every redelivery).
+            // Lines that parse are kept; if anything did not, the raw block is
+            // handed over as `malformed_headers`. UTF-8 is checked line by line
+            // (each line once), so one bad line does not lose the others.
+            let mut malformed = false;
+            let mut lines = header
+                .split(|&byte| byte == b'\n')
+                .map(|line| {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    str::from_utf8(line).map_err(|_| line)
+                })
                 .peekable();
-            let version_line = lines.next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-            })?;
 
-            let version_line_suffix = version_line
-                .strip_prefix("NATS/1.0")
-                .map(str::trim)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "header version line does not begin with `NATS/1.0`",
-                    )
-                })?;
+            // No `NATS/1.0` version line: no status either.
+            let version_line_suffix = match lines.next() {
+                Some(Ok(line)) => line.strip_prefix("NATS/1.0").map(str::trim),
+                _ => None,
+            }
+            .unwrap_or_else(|| {
+                malformed = true;
+                ""
+            });
 
             let (status, description) = version_line_suffix
                 .split_once(' ')
                 .map(|(status, description)| (status.trim(), description.trim()))
                 .unwrap_or((version_line_suffix, ""));
             let status = if !status.is_empty() {
-                Some(
-                    status
-                        .parse::<StatusCode>()
-                        .map_err(|_| std::io::Error::other("could not parse status parameter"))?,
-                )
+                let status = status.parse::<StatusCode>().ok();
+                malformed |= status.is_none();
+                status
             } else {
                 None
             };
@@ -370,29 +375,50 @@ impl Connection {
                 None
             };
 
+            let is_continuation = |line: &Result<&str, &[u8]>| match line {
+                Ok(line) => line.starts_with(char::is_whitespace),
+                Err(line) => line.first().is_some_and(u8::is_ascii_whitespace),
+            };
+
             let mut headers = HeaderMap::new();
             while let Some(line) = lines.next() {
-                if line.is_empty() {
+                if matches!(line, Ok("")) {
                     continue;
                 }
 
-                let (name, value) = line.split_once(':').ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-                })?;
+                // `Name: value`, the name non-empty and valid; anything else
+                // (not UTF-8, no colon, a space or control in the name) is skipped.
+                let mut field = line
+                    .ok()
+                    .and_then(|line| line.split_once(':'))
+                    .filter(|(name, _)| !name.is_empty())
+                    .and_then(|(name, value)| {
+                        // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
+                        Some((
+                            HeaderName::from_str(name).ok()?,
+                            value.trim_start().to_owned(),
+                        ))
+                    });
 
-                let name = HeaderName::from_str(name)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-
-                // Read the header value, which might have been split into multiple lines
-                // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
-                let mut value = value.trim_start().to_owned();
-                while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-                    value.push_str(v);
+                // Read the header value, which might have been split into multiple lines;
+                // a line that was skipped takes its continuation lines with it.
+                while let Some(next) = lines.next_if(is_continuation) {
+                    match (&mut field, next) {
+                        (Some((_, value)), Ok(next)) => value.push_str(next),
+                        _ => field = None,
+                    }
                 }
-                value.truncate(value.trim_end().len());
 
-                headers.append(name, value.into_header_value());
+                match field {
+                    // A lone '\r' inside a value would make `HeaderValue::from` panic.
+                    Some((name, mut value)) if !value.contains('\r') => {
+                        value.truncate(value.trim_end().len());
+                        headers.append(name, value.into_header_value());
+                    }
+                    _ => malformed = true,
+                }
             }
+            let malformed_headers = malformed.then_some(header);
 
             trace!(
                 subject = %subject,
@@ -402,6 +428,7 @@ impl Connection {
                 total_len = %total_len,
                 status = ?status,
                 description = ?description,
+                malformed_headers = malformed_headers.is_some(),
                 "read operation: HMSG"
             );
 
@@ -411,6 +438,7 @@ impl Connection {
                 reply,
                 subject,
                 headers: Some(headers),
+                malformed_headers,
                 payload,
                 status,
                 description,
@@ -986,6 +1014,7 @@ mod read_op {
                 payload: "Hello World".into(),
                 status: None,
                 description: None,
+                malformed_headers: None,
                 length: 7 + 11,
             })
         );
@@ -1006,6 +1035,7 @@ mod read_op {
                 payload: "Hello World".into(),
                 status: None,
                 description: None,
+                malformed_headers: None,
                 length: 7 + 8 + 11,
             })
         );
@@ -1034,6 +1064,7 @@ mod read_op {
                 payload: "Hello World".into(),
                 status: None,
                 description: None,
+                malformed_headers: None,
                 length: 7 + 8 + 34
             })
         );
@@ -1061,6 +1092,7 @@ mod read_op {
                 payload: "Hello World".into(),
                 status: None,
                 description: None,
+                malformed_headers: None,
                 length: 7 + 8 + 34,
             })
         );
@@ -1087,6 +1119,7 @@ mod read_op {
                 payload: "".into(),
                 status: Some(StatusCode::NOT_FOUND),
                 description: Some("No Messages".to_string()),
+                malformed_headers: None,
                 length: 7 + 8 + 28,
             })
         );
@@ -1107,6 +1140,7 @@ mod read_op {
                 payload: "Hello Again".into(),
                 status: None,
                 description: None,
+                malformed_headers: None,
                 length: 7 + 11,
             })
         );
@@ -1151,6 +1185,7 @@ mod read_op {
                 payload: "".into(),
                 status: Some(StatusCode::NOT_FOUND),
                 description: Some("No Messages".to_string()),
+                malformed_headers: None,
                 length: 7 + 8 + 28,
             })
         );
@@ -1192,6 +1227,198 @@ mod read_op {
 
         let err = connection.read_op().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    // A header block is message content that nats-server stores and forwards
+    // without checking it, so a malformed one must reach the subscriber (with
+    // the raw block exposed) instead of failing `read_op`, which drops the
+    // connection on every delivery.
+    const PAYLOAD: &[u8] = b"payload";
+
+    /// Reads one HMSG carrying `header` and [`PAYLOAD`], then checks that a
+    /// plain MSG after it still parses.
+    async fn read_hmsg(header: &[u8]) -> ServerOp {
+        let (stream, mut server) = io::duplex(1024);
+        let mut connection = Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
+
+        let total_len = header.len() + PAYLOAD.len();
+        server
+            .write_all(
+                format!("HMSG FOO.BAR 10 INBOX.35 {} {total_len}\r\n", header.len()).as_bytes(),
+            )
+            .await
+            .unwrap();
+        server.write_all(header).await.unwrap();
+        server.write_all(PAYLOAD).await.unwrap();
+        server
+            .write_all(b"\r\nMSG FOO.BAR 9 5\r\nafter\r\n")
+            .await
+            .unwrap();
+
+        let op = connection.read_op().await.unwrap().unwrap();
+        let next = connection.read_op().await.unwrap().unwrap();
+        assert!(
+            matches!(&next, ServerOp::Message { payload, headers: None, .. } if payload == "after"),
+            "{next:?}"
+        );
+        op
+    }
+
+    /// Asserts the message arrived whole, `kept` parsed and the raw block exposed.
+    fn assert_malformed(op: ServerOp, header: &[u8], kept: &[(&str, &str)]) {
+        let ServerOp::Message {
+            sid,
+            subject,
+            reply,
+            payload,
+            headers,
+            malformed_headers,
+            status,
+            length,
+            ..
+        } = op
+        else {
+            panic!("not a message: {op:?}");
+        };
+        assert_eq!(sid, 10);
+        assert_eq!(subject.as_str(), "FOO.BAR");
+        assert_eq!(reply.as_deref(), Some("INBOX.35"));
+        assert_eq!(payload, PAYLOAD);
+        assert_eq!(malformed_headers.as_deref(), Some(header));
+        assert_eq!(status, None);
+        assert_eq!(length, 7 + 8 + header.len() + PAYLOAD.len());
+        let kept = HeaderMap::from_iter(
+            kept.iter()
+                .map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap())),
+        );
+        assert_eq!(headers, Some(kept));
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_header_line_without_colon() {
+        let header = b"NATS/1.0\r\nGood: 1\r\nbad line no colon\r\nAlso-Good: 2\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1"), ("Also-Good", "2")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_space_in_header_name() {
+        let header = b"NATS/1.0\r\nBad Name: x\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_non_utf8_header_value() {
+        let header = b"NATS/1.0\r\nBad: \xFF\xFE\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_empty_header_name() {
+        let header = b"NATS/1.0\r\n: value\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    // Before, `HeaderValue::from` panicked on this, in the connection task.
+    #[tokio::test]
+    async fn hmsg_with_lone_carriage_return_in_header_value() {
+        let header = b"NATS/1.0\r\nBad: a\rb\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    // A folded value with a bad continuation line is dropped whole, not cut short.
+    #[tokio::test]
+    async fn hmsg_with_non_utf8_continuation_line() {
+        let header = b"NATS/1.0\r\nFolded: a\r\n \xFF\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_without_version_line() {
+        let header = b"HTTP/1.1\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_unparsable_status() {
+        let header = b"NATS/1.0 abc Nope\r\nGood: 1\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert_malformed(op, header, &[("Good", "1")]);
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_valid_headers_is_unchanged() {
+        let header =
+            "NATS/1.0\r\nGood: 1\r\nGood: 2\r\nFolded: a\r\n  b \r\nUnicode: zażółć\r\n\r\n";
+        let op = read_hmsg(header.as_bytes()).await;
+        let mut headers = HeaderMap::new();
+        headers.append("Good", "1");
+        headers.append("Good", "2");
+        headers.append("Folded", "a  b");
+        headers.append("Unicode", "zażółć");
+        assert_eq!(
+            op,
+            ServerOp::Message {
+                sid: 10,
+                subject: "FOO.BAR".into(),
+                reply: Some("INBOX.35".into()),
+                headers: Some(headers),
+                malformed_headers: None,
+                payload: PAYLOAD.into(),
+                status: None,
+                description: None,
+                length: 7 + 8 + header.len() + PAYLOAD.len(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_status_line_is_unchanged() {
+        let header = b"NATS/1.0 503\r\n\r\n";
+        let op = read_hmsg(header).await;
+        assert!(
+            matches!(
+                &op,
+                ServerOp::Message {
+                    status: Some(StatusCode::NO_RESPONDERS),
+                    description: None,
+                    malformed_headers: None,
+                    headers: Some(headers),
+                    ..
+                } if headers.is_empty()
+            ),
+            "{op:?}"
+        );
+
+        let header = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 5\r\n\r\n";
+        let op = read_hmsg(header).await;
+        let ServerOp::Message {
+            status,
+            description,
+            headers,
+            malformed_headers,
+            ..
+        } = op
+        else {
+            panic!("not a message: {op:?}");
+        };
+        assert_eq!(status, Some(StatusCode::TIMEOUT));
+        assert_eq!(description.as_deref(), Some("Request Timeout"));
+        assert_eq!(malformed_headers, None);
+        assert_eq!(
+            headers
+                .unwrap()
+                .get("Nats-Pending-Messages")
+                .unwrap()
+                .as_str(),
+            "5"
+        );
     }
 }
 

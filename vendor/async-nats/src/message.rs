@@ -31,6 +31,15 @@ pub struct Message {
     pub payload: Bytes,
     /// Optional headers.
     pub headers: Option<HeaderMap>,
+    /// The header block exactly as received (all `<# header bytes>` of it,
+    /// the blank line that ends it included) when any of it could not be
+    /// parsed: a line that is not UTF-8, has no `:` or has an invalid name
+    /// (empty, or with a space or control character), a value with a lone
+    /// `\r`, a missing `NATS/1.0` line or an unparsable status code.
+    /// [`headers`][Message::headers] then holds only the lines that did parse.
+    /// `None` when the headers parsed cleanly and when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed_headers: Option<Bytes>,
     /// Optional Status of the message. Used mostly for internal handling.
     pub status: Option<StatusCode>,
     /// Optional [status][crate::Message::status] description.
