@@ -127,7 +127,7 @@ fn bad_config_is_named_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("weir.toml: subscription_capasity: unknown field"),
+        stderr.contains("weir.toml: nats.subscription_capasity: unknown field"),
         "{stderr}"
     );
 }

@@ -273,7 +273,35 @@ mod tests {
         let c = HostConfig::parse(Path::new("weir.toml"), "").expect("empty is fine");
         assert_eq!(c.nats.url, "nats://127.0.0.1:4222");
         let e = HostConfig::parse(Path::new("weir.toml"), "[nats]\nulr = \"x\"\n").unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("ulr"));
-        assert!(e.to_string().starts_with("weir.toml: ulr:"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("nats.ulr"));
+        assert!(e.to_string().starts_with("weir.toml: nats.ulr:"), "{e}");
+    }
+
+    /// Issue 8: errors name the table (or array entry) of the key and its line.
+    #[test]
+    fn errors_name_the_dotted_path_and_line() {
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text).unwrap_err();
+        let e = parse("[plugins]\ndirs = []\n\n[nats]\nname = \"w\"\nurll = \"nats://h\"\n");
+        assert_eq!(e.field.as_deref(), Some("nats.urll"));
+        assert!(
+            e.to_string()
+                .starts_with("weir.toml: nats.urll: unknown field `urll`, expected one of"),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("(line 6)"), "{e}");
+        let e = parse(
+            "[[streams]]\nname = \"A\"\nsubjects = [\"a\"]\n[[streams]]\nname = \"B\"\nsubject = [\"b\"]\n",
+        );
+        assert_eq!(e.field.as_deref(), Some("streams[1].subject"));
+        assert!(e.to_string().ends_with("(line 6)"), "{e}");
+        let e = parse("[[streams]]\nname = \"A\"\n");
+        assert_eq!(e.field.as_deref(), Some("streams[0].subjects"));
+        let e = parse("[[auth.keys]]\nissuer = \"i\"\nalg = \"EdDSA\"\nfiel = \"k\"\n");
+        assert_eq!(e.field.as_deref(), Some("auth.keys[0].fiel"));
+        let e = parse("sandbox.max_instances = \"many\"\n");
+        assert_eq!(e.field.as_deref(), Some("sandbox.max_instances"));
+        let e = parse("[shutdown]\ngrace_ms = 1\n[dead_letter]\nstream = 5\n");
+        assert_eq!(e.field.as_deref(), Some("dead_letter.stream"));
+        assert!(e.to_string().ends_with("(line 4)"), "{e}");
     }
 }
