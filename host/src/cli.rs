@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt as _;
 
+use crate::auth::secret::redact_urls;
 use crate::config::HostConfig;
 use crate::{dev, harness, host, telemetry, transport};
 
@@ -232,6 +233,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.nats {
         config.nats.url = url.clone();
     }
+    tracing::info!(
+        servers = %redact_urls(&config.nats.url),
+        "weir up: NATS servers"
+    );
     let _dev_server = if args.dev {
         let url = config.nats.url.clone();
         let data_dir = args.data_dir.clone();
@@ -285,7 +290,12 @@ async fn connect_cli(config: &ConfigArgs, url: Option<&str>) -> anyhow::Result<a
     }
     tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
         .await
-        .with_context(|| format!("no NATS server answered at {} within 10 s", config.nats.url))?
+        .with_context(|| {
+            format!(
+                "no NATS server answered at {} within 10 s",
+                redact_urls(&config.nats.url)
+            )
+        })?
 }
 
 async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {

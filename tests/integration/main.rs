@@ -20,3 +20,5 @@ mod jetstream;
 mod languages;
 /// Bad bundles and config files are refused with errors that name them.
 mod loading;
+/// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
+mod servers;

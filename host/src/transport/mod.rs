@@ -22,8 +22,8 @@ use crate::pipeline::{Plugin, Sink};
 /// Connect to NATS, retrying the first connection and every later one, for
 /// good: a host outlives a restart of its server.
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
-    use crate::auth::secret::{NatsCredentials, nats_credentials, redact_url};
-    let url = redact_url(&config.url);
+    use crate::auth::secret::{NatsCredentials, nats_credentials, redact_urls};
+    let url = redact_urls(&config.url);
     // Secrets come from files or the environment and go straight to the
     // client: they are in no message and no log line.
     let mut options = match nats_credentials(config)? {
