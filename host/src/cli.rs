@@ -9,8 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt as _;
 
-use crate::auth::secret::redact_urls;
-use crate::config::HostConfig;
+use crate::config::{HostConfig, ServerUrls};
 use crate::{dev, harness, host, telemetry, transport};
 
 #[derive(Debug, Parser)]
@@ -52,8 +51,13 @@ pub struct DlqArgs {
     pub command: DlqCommand,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL", global = true)]
+    /// NATS server URL(s), comma separated (replaces nats.url).
+    #[arg(
+        long,
+        env = "WEIR_NATS_URL",
+        value_name = "URL[,URL...]",
+        global = true
+    )]
     pub nats: Option<String>,
     /// Print JSON.
     #[arg(long, global = true)]
@@ -105,8 +109,8 @@ pub struct UpArgs {
     /// Load every bundle folder inside DIR (repeatable; replaces plugins.dirs).
     #[arg(long, value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
-    /// NATS URL (replaces nats.url).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// NATS server URL(s), comma separated (replaces nats.url).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
     /// Start a local nats-server with JetStream if none answers at the URL.
     #[arg(long)]
@@ -157,8 +161,9 @@ pub struct PubArgs {
     pub timeout_ms: u64,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
+    /// TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
 }
 
@@ -173,8 +178,9 @@ pub struct SubArgs {
     pub json: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
+    /// TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
 }
 
@@ -230,17 +236,19 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if !args.plugins.is_empty() {
         config.plugins.dirs = args.plugins.clone();
     }
-    if let Some(url) = &args.nats {
-        config.nats.url = url.clone();
+    if let Some(urls) = &args.nats {
+        config.nats.url = parse_nats_flag(urls)?;
     }
-    tracing::info!(
-        servers = %redact_urls(&config.nats.url),
-        "weir up: NATS servers"
-    );
+    tracing::info!(servers = %config.nats.url, "weir up: NATS servers");
+    if config.nats.url.has_credentials() {
+        tracing::warn!(
+            "nats.url: credentials in a URL are not used; give nats.user with password_file or password_env, or token_file / token_env"
+        );
+    }
     let _dev_server = if args.dev {
-        let url = config.nats.url.clone();
+        let urls = config.nats.url.clone();
         let data_dir = args.data_dir.clone();
-        tokio::task::spawn_blocking(move || dev::ensure_nats(&url, &data_dir)).await??
+        tokio::task::spawn_blocking(move || dev::ensure_nats(&urls, &data_dir)).await??
     } else {
         None
     };
@@ -281,21 +289,22 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `--nats` (or `WEIR_NATS_URL`): one URL or several, comma separated. Parsed
+/// here rather than by clap, whose error would quote the value, password and all.
+fn parse_nats_flag(urls: &str) -> anyhow::Result<ServerUrls> {
+    urls.parse().map_err(|e| anyhow::anyhow!("--nats: {e}"))
+}
+
 /// Connect as the host would (weir.toml's credentials and TLS), but give up
 /// after 10 s instead of retrying for ever.
 async fn connect_cli(config: &ConfigArgs, url: Option<&str>) -> anyhow::Result<async_nats::Client> {
     let mut config = load_config(config)?;
-    if let Some(url) = url {
-        config.nats.url = url.to_owned();
+    if let Some(urls) = url {
+        config.nats.url = parse_nats_flag(urls)?;
     }
     tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
         .await
-        .with_context(|| {
-            format!(
-                "no NATS server answered at {} within 10 s",
-                redact_urls(&config.nats.url)
-            )
-        })?
+        .with_context(|| format!("no NATS server answered at {} within 10 s", config.nats.url))?
 }
 
 async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {

@@ -10,9 +10,11 @@ use serde::Deserialize;
 mod host;
 mod locate;
 mod manifest;
+mod servers;
 
 pub use host::*;
 pub use manifest::*;
+pub use servers::{BadServerUrl, ServerUrls};
 
 /// A config file could not be used. Displays as `FILE: FIELD: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq)]
