@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt as _;
 
-use crate::config::{HostConfig, ServerUrls};
+use crate::config::{HostConfig, PluginsConfig, ServerUrls};
 use crate::{dev, harness, host, telemetry, transport};
 
 #[derive(Debug, Parser)]
@@ -106,9 +106,15 @@ pub struct ConfigArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Load every bundle folder inside DIR (repeatable; replaces plugins.dirs).
+    /// Load every bundle folder inside DIR (repeatable). --plugins and
+    /// --bundle replace the config's whole plugin set (plugins.dirs and
+    /// plugins.bundles).
     #[arg(long, value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
+    /// Load the bundle in FOLDER (repeatable); replaces the config's plugin
+    /// set, like --plugins.
+    #[arg(long = "bundle", value_name = "FOLDER")]
+    pub bundles: Vec<PathBuf>,
     /// NATS server URL(s), comma separated (replaces nats.url).
     #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
@@ -222,20 +228,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn load_config(args: &ConfigArgs) -> anyhow::Result<HostConfig> {
-    match &args.config {
-        Some(path) => Ok(HostConfig::load(path)?),
-        None if Path::new("weir.toml").is_file() => Ok(HostConfig::load(Path::new("weir.toml"))?),
-        None => Ok(HostConfig::default()),
+    Ok(load_config_from(args)?.0)
+}
+
+/// The host config and the file it came from (`None`: built-in defaults).
+fn load_config_from(args: &ConfigArgs) -> anyhow::Result<(HostConfig, Option<PathBuf>)> {
+    let file = match &args.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new("weir.toml").is_file() => Some(PathBuf::from("weir.toml")),
+        None => None,
+    };
+    let config = match &file {
+        Some(path) => HostConfig::load(path)?,
+        None => HostConfig::default(),
+    };
+    Ok((config, file))
+}
+
+/// Paths for a log line: comma separated, or "none".
+fn path_list(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
     }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("info", args.log_json);
     let shutdown = shutdown_signal()?;
-    let mut config = load_config(&args.config)?;
-    if !args.plugins.is_empty() {
-        config.plugins.dirs = args.plugins.clone();
+    let (mut config, file) = load_config_from(&args.config)?;
+    match &file {
+        Some(file) => tracing::info!(config = %file.display(), "weir up: config file"),
+        None => tracing::info!("weir up: no config file (no ./weir.toml), built-in defaults"),
     }
+    // Either flag means "these plugins": mixing them with the config's set
+    // would load bundles nobody asked for on the command line.
+    let from_flags = !args.plugins.is_empty() || !args.bundles.is_empty();
+    if from_flags {
+        config.plugins = PluginsConfig {
+            dirs: args.plugins.clone(),
+            bundles: args.bundles.clone(),
+        };
+    }
+    tracing::info!(
+        dirs = %path_list(&config.plugins.dirs),
+        bundles = %path_list(&config.plugins.bundles),
+        from = if from_flags { "--plugins/--bundle" } else { "config" },
+        "weir up: plugins"
+    );
     if let Some(urls) = &args.nats {
         config.nats.url = parse_nats_flag(urls)?;
     }
