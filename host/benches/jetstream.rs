@@ -195,7 +195,7 @@ fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
 
 async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> Duration {
     let mut config = HostConfig::default();
-    config.nats.url = url.to_owned();
+    config.nats.url = url.parse().expect("the bench server URL parses");
     config.plugins.dirs = Vec::new();
     config.plugins.bundles = vec![bundle];
     config.sandbox.cache_dir =

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt as _;
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, PluginsConfig, ServerUrls};
 use crate::{dev, harness, host, telemetry, transport};
 
 #[derive(Debug, Parser)]
@@ -51,8 +51,13 @@ pub struct DlqArgs {
     pub command: DlqCommand,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL", global = true)]
+    /// NATS server URL(s), comma separated (replaces nats.url).
+    #[arg(
+        long,
+        env = "WEIR_NATS_URL",
+        value_name = "URL[,URL...]",
+        global = true
+    )]
     pub nats: Option<String>,
     /// Print JSON.
     #[arg(long, global = true)]
@@ -101,11 +106,17 @@ pub struct ConfigArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Load every bundle folder inside DIR (repeatable; replaces plugins.dirs).
+    /// Load every bundle folder inside DIR (repeatable). --plugins and
+    /// --bundle replace the config's whole plugin set (plugins.dirs and
+    /// plugins.bundles).
     #[arg(long, value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
-    /// NATS URL (replaces nats.url).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// Load the bundle in FOLDER (repeatable); replaces the config's plugin
+    /// set, like --plugins.
+    #[arg(long = "bundle", value_name = "FOLDER")]
+    pub bundles: Vec<PathBuf>,
+    /// NATS server URL(s), comma separated (replaces nats.url).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
     /// Start a local nats-server with JetStream if none answers at the URL.
     #[arg(long)]
@@ -156,8 +167,9 @@ pub struct PubArgs {
     pub timeout_ms: u64,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
+    /// TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
 }
 
@@ -172,8 +184,9 @@ pub struct SubArgs {
     pub json: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// NATS URL (replaces nats.url; credentials and TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL")]
+    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
+    /// TLS come from weir.toml).
+    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
     pub nats: Option<String>,
 }
 
@@ -215,27 +228,71 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn load_config(args: &ConfigArgs) -> anyhow::Result<HostConfig> {
-    match &args.config {
-        Some(path) => Ok(HostConfig::load(path)?),
-        None if Path::new("weir.toml").is_file() => Ok(HostConfig::load(Path::new("weir.toml"))?),
-        None => Ok(HostConfig::default()),
+    Ok(load_config_from(args)?.0)
+}
+
+/// The host config and the file it came from (`None`: built-in defaults).
+fn load_config_from(args: &ConfigArgs) -> anyhow::Result<(HostConfig, Option<PathBuf>)> {
+    let file = match &args.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new("weir.toml").is_file() => Some(PathBuf::from("weir.toml")),
+        None => None,
+    };
+    let config = match &file {
+        Some(path) => HostConfig::load(path)?,
+        None => HostConfig::default(),
+    };
+    Ok((config, file))
+}
+
+/// Paths for a log line: comma separated, or "none".
+fn path_list(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "none".into();
     }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     telemetry::init("info", args.log_json);
     let shutdown = shutdown_signal()?;
-    let mut config = load_config(&args.config)?;
-    if !args.plugins.is_empty() {
-        config.plugins.dirs = args.plugins.clone();
+    let (mut config, file) = load_config_from(&args.config)?;
+    match &file {
+        Some(file) => tracing::info!(config = %file.display(), "weir up: config file"),
+        None => tracing::info!("weir up: no config file (no ./weir.toml), built-in defaults"),
     }
-    if let Some(url) = &args.nats {
-        config.nats.url = url.clone();
+    // Either flag means "these plugins": mixing them with the config's set
+    // would load bundles nobody asked for on the command line.
+    let from_flags = !args.plugins.is_empty() || !args.bundles.is_empty();
+    if from_flags {
+        config.plugins = PluginsConfig {
+            dirs: args.plugins.clone(),
+            bundles: args.bundles.clone(),
+        };
+    }
+    tracing::info!(
+        dirs = %path_list(&config.plugins.dirs),
+        bundles = %path_list(&config.plugins.bundles),
+        from = if from_flags { "--plugins/--bundle" } else { "config" },
+        "weir up: plugins"
+    );
+    if let Some(urls) = &args.nats {
+        config.nats.url = parse_nats_flag(urls)?;
+    }
+    tracing::info!(servers = %config.nats.url, "weir up: NATS servers");
+    if config.nats.url.has_credentials() {
+        tracing::warn!(
+            "nats.url: credentials in a URL are not used; give nats.user with password_file or password_env, or token_file / token_env"
+        );
     }
     let _dev_server = if args.dev {
-        let url = config.nats.url.clone();
+        let urls = config.nats.url.clone();
         let data_dir = args.data_dir.clone();
-        tokio::task::spawn_blocking(move || dev::ensure_nats(&url, &data_dir)).await??
+        tokio::task::spawn_blocking(move || dev::ensure_nats(&urls, &data_dir)).await??
     } else {
         None
     };
@@ -276,12 +333,18 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `--nats` (or `WEIR_NATS_URL`): one URL or several, comma separated. Parsed
+/// here rather than by clap, whose error would quote the value, password and all.
+fn parse_nats_flag(urls: &str) -> anyhow::Result<ServerUrls> {
+    urls.parse().map_err(|e| anyhow::anyhow!("--nats: {e}"))
+}
+
 /// Connect as the host would (weir.toml's credentials and TLS), but give up
 /// after 10 s instead of retrying for ever.
 async fn connect_cli(config: &ConfigArgs, url: Option<&str>) -> anyhow::Result<async_nats::Client> {
     let mut config = load_config(config)?;
-    if let Some(url) = url {
-        config.nats.url = url.to_owned();
+    if let Some(urls) = url {
+        config.nats.url = parse_nats_flag(urls)?;
     }
     tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))
         .await

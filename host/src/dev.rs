@@ -7,6 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use async_nats::ServerAddr;
+
+use crate::auth::secret::redact_url;
+use crate::config::ServerUrls;
 
 /// A nats-server started by `--dev`; killed on drop.
 pub struct DevServer {
@@ -22,43 +26,42 @@ impl Drop for DevServer {
     }
 }
 
-/// `host:port` of a `nats://host:port` URL (the first, if several).
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let first = url.split(',').next().unwrap_or(url).trim();
-    let rest = first
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(first);
-    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_owned(),
-            p.trim_end_matches('/')
-                .parse()
-                .with_context(|| format!("bad port in NATS URL {url:?}"))?,
-        ),
-        None => (rest.trim_end_matches('/').to_owned(), 4222),
-    };
-    Ok((host, port))
-}
-
 fn answers(addr: &SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(addr, Duration::from_millis(300)).is_ok()
 }
 
-/// Start a nats-server for `url` unless one answers there already.
-pub fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<DevServer>> {
-    let (host, port) = host_port(url)?;
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+/// The socket addresses of a server; none when its name does not resolve
+/// (a server that cannot be reached does not answer).
+fn resolve(server: &ServerAddr) -> Vec<SocketAddr> {
+    (server.host(), server.port())
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {host}"))?
-        .collect();
-    if addrs.iter().any(answers) {
-        tracing::info!(url, "a NATS server answers; --dev starts none");
-        return Ok(None);
+        .map(Iterator::collect)
+        .unwrap_or_default()
+}
+
+/// Start a nats-server for the first of `servers` unless one of them answers
+/// already.
+pub fn ensure_nats(servers: &ServerUrls, data_dir: &Path) -> anyhow::Result<Option<DevServer>> {
+    for server in servers.addrs() {
+        if resolve(server).iter().any(answers) {
+            let url = redact_url(server.as_url_str());
+            tracing::info!(url, "a NATS server answers; --dev starts none");
+            return Ok(None);
+        }
+    }
+    let first = servers
+        .addrs()
+        .first()
+        .context("nats.url names no server")?;
+    let (host, port) = (first.host().to_owned(), first.port());
+    let addrs = resolve(first);
+    if addrs.is_empty() {
+        bail!("cannot resolve {host}, the first server of nats.url");
     }
     if !addrs.iter().all(|a| a.ip().is_loopback()) {
-        bail!("--dev starts a NATS server only for a loopback URL, and nothing answers at {url}");
+        bail!(
+            "--dev starts a NATS server only for a loopback URL, and nothing answers at {servers}"
+        );
     }
     let store_dir = data_dir.join("nats");
     std::fs::create_dir_all(&store_dir)
@@ -99,16 +102,29 @@ pub fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<DevServe
 mod tests {
     use super::*;
 
+    /// Issue 8: with several servers, any one answering is enough; --dev
+    /// starts none (and so needs no nats-server here).
     #[test]
-    fn parses_nats_urls() {
-        assert_eq!(
-            host_port("nats://127.0.0.1:4333").unwrap(),
-            ("127.0.0.1".into(), 4333)
-        );
-        assert_eq!(host_port("localhost").unwrap(), ("localhost".into(), 4222));
-        assert_eq!(
-            host_port("nats://u:p@h:5,nats://x:6").unwrap(),
-            ("h".into(), 5)
-        );
+    fn any_answering_server_of_the_list_counts() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let open = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = open.local_addr().expect("local addr").port();
+        let servers: ServerUrls = format!("nats://{closed},nats://127.0.0.1:{port}")
+            .parse()
+            .expect("two URLs");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = ensure_nats(&servers, dir.path()).expect("no error");
+        assert!(started.is_none(), "the second server answers");
+        assert!(!dir.path().join("nats").exists(), "nothing was started");
+    }
+
+    #[test]
+    fn only_loopback_servers_are_started() {
+        let servers: ServerUrls = "nats://192.0.2.1:4222".parse().expect("URL");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = ensure_nats(&servers, dir.path()).err().expect("refused");
+        assert!(e.to_string().contains("only for a loopback URL"), "{e}");
     }
 }

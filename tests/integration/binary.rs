@@ -3,8 +3,6 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-
 fn weir(args: &[&str]) -> std::process::Output {
     Command::new(WEIR)
         .args(args)
@@ -127,7 +125,7 @@ fn bad_config_is_named_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("weir.toml: subscription_capasity: unknown field"),
+        stderr.contains("weir.toml: nats.subscription_capasity: unknown field"),
         "{stderr}"
     );
 }
@@ -282,4 +280,69 @@ fn weir_up_dev_starts_and_stops_its_own_server() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the dev server stopped with the host"
     );
+}
+
+/// Issue 8: `--plugins DIR` and `--bundle FOLDER` replace weir.toml's whole
+/// plugin set, its bundles included, and `weir up` says which config file
+/// and which plugins it uses.
+#[test]
+fn plugin_flags_replace_the_configs_dirs_and_bundles() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let echo = bundle_copy("echo", &other, |m| m);
+    let trivial = bundle("trivial");
+    let trivial_dir = dir.path().join("trivial-dir");
+    std::fs::create_dir_all(&trivial_dir).expect("mkdir");
+    bundle_copy("trivial", &trivial_dir, |m| m);
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"{}\"\n[plugins]\ndirs = [\"{}\"]\nbundles = [\"{}\"]\n[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
+            server.url(),
+            path(&trivial_dir),
+            path(&trivial),
+            env!("CARGO_TARGET_TMPDIR")
+        ),
+    )
+    .expect("write config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(server.client());
+    for flags in [["--plugins", path(&other)], ["--bundle", path(&echo)]] {
+        let mut weir =
+            WeirProcess::start(&["up", "--config", path(&config), flags[0], flags[1]], &[]);
+        let output = weir.wait_for_output("weir is up");
+        let line = |needle: &str| {
+            output
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} line in:\n{output}"))
+                .to_owned()
+        };
+        assert!(
+            line("weir up: config file").contains(path(&config)),
+            "{output}"
+        );
+        let plugins = line("weir up: plugins");
+        assert!(plugins.contains(flags[1]), "{plugins}");
+        assert!(plugins.contains("from=\"--plugins/--bundle\""), "{plugins}");
+        assert!(!plugins.contains("trivial"), "{plugins}");
+        assert!(line("weir is up").contains("plugins=1"), "{output}");
+        assert!(output.contains("plugin=\"echo\""), "{output}");
+        assert!(!output.contains("plugin=\"trivial\""), "{output}");
+        rt.block_on(async {
+            let reply = request_until_answered(&client, "demo.echo.flags", "mine").await;
+            assert_eq!(reply.payload, "mine".as_bytes());
+            // Nobody subscribes to the config's bundle's subject.
+            let e = client
+                .request("bench.trivial", "x".into())
+                .await
+                .expect_err("no responders");
+            assert_eq!(e.kind(), async_nats::RequestErrorKind::NoResponders, "{e}");
+        });
+        let (status, output) = weir.stop();
+        assert!(status.success(), "weir up exited {status:?}:\n{output}");
+    }
 }

@@ -83,7 +83,7 @@ async fn bad_bundles_are_refused_and_the_others_run() {
     );
     let r = reason("bad-manifest");
     assert!(
-        r.contains("bad-manifest/plugin.toml: timeout: unknown field"),
+        r.contains("bad-manifest/plugin.toml: limits.timeout: unknown field"),
         "{r}"
     );
     let r = reason("bad-subject");

@@ -22,3 +22,5 @@ mod languages;
 mod loading;
 /// A message with a malformed header block is delivered, not a disconnect.
 mod malformed;
+/// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
+mod servers;

@@ -192,7 +192,7 @@ pub fn bundle_copy(name: &str, into: &Path, edit: impl FnOnce(String) -> String)
 /// shared by the whole suite.
 pub fn host_config(server: &NatsServer, bundles: &[PathBuf]) -> HostConfig {
     let mut config = HostConfig::default();
-    config.nats.url = server.url();
+    config.nats.url = server.url().parse().expect("the test server URL parses");
     config.plugins.dirs = Vec::new();
     config.plugins.bundles = bundles.to_vec();
     config.sandbox.cache_dir = Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"));
@@ -260,4 +260,225 @@ pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[
     })
     .await
     .expect("create stream");
+}
+
+/// The `weir` binary built with these tests.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A `weir up` (or other long-running `weir`) process whose stdout and stderr
+/// are collected whole, for tests that read its logs; killed on drop.
+pub struct WeirProcess {
+    child: Option<Child>,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WeirProcess {
+    /// Run `weir ARGS` with `env` added to the test's environment. `WEIR_LOG`
+    /// is cleared so the binary logs at its own default level unless `env`
+    /// sets it.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(WEIR)
+            .args(args)
+            .env_remove("WEIR_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let output = output.clone();
+            readers.push(std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut all = output.lock().unwrap_or_else(|e| e.into_inner());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            }));
+        }
+        Self {
+            child: Some(child),
+            output,
+            readers,
+        }
+    }
+
+    /// Everything printed so far, stdout and stderr interleaved by line.
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait until the output holds `needle`; fail (showing the output) if the
+    /// process exits first or PATIENCE runs out.
+    pub fn wait_for_output(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let output = self.output();
+            if output.contains(needle) {
+                return output;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "weir exited ({exited:?}) before printing {needle:?}:\n{output}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "weir did not print {needle:?}:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait (at most PATIENCE) for the exit: its status and the
+    /// whole output, read to the end.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(term.success(), "kill -TERM failed");
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for weir") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weir did not exit after SIGTERM:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes close with the process: the readers end.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        (status, self.output())
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Ask `subject` until a reply comes (the host is up and subscribed), failing
+/// after PATIENCE; the reply.
+pub async fn request_until_answered(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &str,
+) -> async_nats::Message {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let probe = client.request(subject.to_owned(), payload.to_owned().into());
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), probe).await {
+            return reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer on {subject}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A nats-server cluster with JetStream: each node with its own store dir and
+/// config file (`cluster { routes = [...] }` naming every node), client ports
+/// chosen by the servers themselves; every node killed on drop.
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Start `size` nodes and wait until they are one cluster whose
+    /// JetStream answers.
+    pub fn start(size: usize) -> Self {
+        init_logs();
+        // Routes must name every node's cluster port before any node starts,
+        // so these (unlike client ports) are picked here: bound, released and
+        // handed over at once; a clash makes a node fail to start, loudly.
+        let cluster_ports: Vec<u16> = (0..size)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .expect("free ports")
+            .iter()
+            .map(|l| l.local_addr().expect("local addr").port())
+            .collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                NatsServer::start_with_config(&format!(
+                    "server_name: n{i}\ncluster {{\n  name: weir-test\n  host: 127.0.0.1\n  port: {port}\n  routes: [{routes}]\n}}\n"
+                ))
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    pub fn url(&self, node: usize) -> String {
+        self.nodes[node].url()
+    }
+
+    /// SIGKILL one node.
+    pub fn kill(&mut self, node: usize) {
+        self.nodes[node].kill();
+    }
+
+    /// Wait until JetStream answers through `node` (the cluster has a
+    /// metadata leader): after start-up, and again after a node is killed.
+    pub async fn wait_for_jetstream(&self, node: usize) {
+        let client = self.nodes[node].client().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            // The raw API: async-nats 0.51's account info does not parse a
+            // clustered 2.9 server's answer. Until there is a leader, the
+            // answer is an error.
+            let probe = client.request("$JS.API.INFO", bytes::Bytes::new());
+            let answer = tokio::time::timeout(Duration::from_secs(1), probe).await;
+            let ready = answer.ok().and_then(Result::ok).is_some_and(|reply| {
+                serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                    .is_ok_and(|info| info.get("error").is_none())
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster's JetStream never answered through node {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

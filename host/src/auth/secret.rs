@@ -129,25 +129,28 @@ fn read_secret(
     Ok(Some(Secret::new(value)))
 }
 
-/// A NATS URL list with any `user:password@` or `token@` replaced by `***@`,
+/// One NATS URL with its `user:password@` or `token@` replaced by `***@`,
 /// for messages.
-pub fn redact_url(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let url = url.trim();
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            let redacted = match rest.split_once('@') {
-                Some((_, host)) => format!("***@{host}"),
-                None => rest.to_owned(),
-            };
-            if scheme.is_empty() {
-                redacted
-            } else {
-                format!("{scheme}://{redacted}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+///
+/// The userinfo ends at the *last* `@`: RFC 3986 allows no unescaped `@` in
+/// it, but people type passwords holding one (`nats://u:p@ss@host`), and URL
+/// parsers take the last `@` too. The whole rest of the URL is searched, not
+/// just up to the first `/`, so a password holding a `/` is hidden as well;
+/// NATS URLs have no path that could hold an `@` of its own.
+pub fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
+    }
 }
 
 #[cfg(test)]
@@ -199,10 +202,20 @@ mod tests {
 
     #[test]
     fn urls_lose_their_userinfo() {
-        assert_eq!(
-            redact_url("nats://u:p@h:4222, tls://tok@h2"),
-            "nats://***@h:4222,tls://***@h2"
-        );
+        assert_eq!(redact_url(" tls://tok@h2"), "tls://***@h2");
         assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(redact_url("u:p@h"), "***@h");
+    }
+
+    /// Issue 8: the userinfo ends at the last `@`, so no piece of a password
+    /// holding `@` (or `/`) is left in the message.
+    #[test]
+    fn passwords_holding_at_signs_are_hidden_whole() {
+        assert_eq!(
+            redact_url("nats://u:p@ss@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(redact_url("nats://u:p/s@s@host"), "nats://***@host");
+        assert_eq!(redact_url("tls://x@y@z@h3"), "tls://***@h3");
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, is_stream_name, parse_toml};
+use super::{ConfigError, ServerUrls, is_stream_name, parse_toml};
 use crate::auth::HostAuthConfig;
 use crate::event::{is_publish_subject, is_subscribe_subject};
 /// `weir.toml`: the host's settings. Every field has a default so that `weir up`
@@ -47,8 +47,10 @@ fn default_duplicate_window_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    /// Server URL(s), comma separated, as NATS clients take them.
-    pub url: String,
+    /// The server(s): one URL, several comma separated (as NATS clients take
+    /// them) or an array of URLs. Credentials belong in the fields below, not
+    /// here: the client does not use a URL's.
+    pub url: ServerUrls,
     /// Connection name shown in the server's monitoring.
     pub name: String,
     /// Messages async-nats buffers per subscription before it drops silently;
@@ -79,7 +81,7 @@ pub struct NatsConfig {
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
-            url: "nats://127.0.0.1:4222".into(),
+            url: ServerUrls::default(),
             name: "weir".into(),
             subscription_capacity: 65_536,
             token_file: None,
@@ -210,9 +212,6 @@ impl HostConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let err = |field: &str, msg: &str| Err(ConfigError::new(path, Some(field), msg));
-        if self.nats.url.trim().is_empty() {
-            return err("nats.url", "must not be empty");
-        }
         if self.nats.subscription_capacity == 0 {
             return err("nats.subscription_capacity", "must be at least 1");
         }
@@ -271,9 +270,65 @@ mod tests {
     #[test]
     fn host_config_defaults_and_errors() {
         let c = HostConfig::parse(Path::new("weir.toml"), "").expect("empty is fine");
-        assert_eq!(c.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(c.nats.url.to_string(), "nats://127.0.0.1:4222");
         let e = HostConfig::parse(Path::new("weir.toml"), "[nats]\nulr = \"x\"\n").unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("ulr"));
-        assert!(e.to_string().starts_with("weir.toml: ulr:"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("nats.ulr"));
+        assert!(e.to_string().starts_with("weir.toml: nats.ulr:"), "{e}");
+    }
+
+    /// Issue 8: `nats.url` takes a comma-separated list or an array, and a bad
+    /// entry is named by its position.
+    #[test]
+    fn nats_url_takes_a_list_or_an_array() {
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text);
+        let c = parse("[nats]\nurl = \"nats://a:4222,nats://b:4222\"\n").expect("comma list");
+        assert_eq!(c.nats.url.addrs().len(), 2);
+        let c = parse("[nats]\nurl = [\"nats://a:1\", \"b:2\", \"tls://c:3\"]\n").expect("array");
+        assert_eq!(c.nats.url.to_string(), "nats://a:1,nats://b:2,tls://c:3");
+        let e =
+            parse("[nats]\nname = \"w\"\nurl = [\"nats://a:1\", \"nats://b:x\"]\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("nats.url"));
+        assert!(
+            e.to_string().starts_with(
+                "weir.toml: nats.url: entry 2 of 2 (nats://b:x): NATS server URL is invalid"
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("(line 3)"), "{e}");
+        let e = parse("[nats]\nurl = []\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "weir.toml: nats.url: names no server (line 2)"
+        );
+        let e = parse("[nats]\nurl = 4222\n").unwrap_err();
+        assert!(e.to_string().contains("an array of them"), "{e}");
+    }
+
+    /// Issue 8: errors name the table (or array entry) of the key and its line.
+    #[test]
+    fn errors_name_the_dotted_path_and_line() {
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text).unwrap_err();
+        let e = parse("[plugins]\ndirs = []\n\n[nats]\nname = \"w\"\nurll = \"nats://h\"\n");
+        assert_eq!(e.field.as_deref(), Some("nats.urll"));
+        assert!(
+            e.to_string()
+                .starts_with("weir.toml: nats.urll: unknown field `urll`, expected one of"),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("(line 6)"), "{e}");
+        let e = parse(
+            "[[streams]]\nname = \"A\"\nsubjects = [\"a\"]\n[[streams]]\nname = \"B\"\nsubject = [\"b\"]\n",
+        );
+        assert_eq!(e.field.as_deref(), Some("streams[1].subject"));
+        assert!(e.to_string().ends_with("(line 6)"), "{e}");
+        let e = parse("[[streams]]\nname = \"A\"\n");
+        assert_eq!(e.field.as_deref(), Some("streams[0].subjects"));
+        let e = parse("[[auth.keys]]\nissuer = \"i\"\nalg = \"EdDSA\"\nfiel = \"k\"\n");
+        assert_eq!(e.field.as_deref(), Some("auth.keys[0].fiel"));
+        let e = parse("sandbox.max_instances = \"many\"\n");
+        assert_eq!(e.field.as_deref(), Some("sandbox.max_instances"));
+        let e = parse("[shutdown]\ngrace_ms = 1\n[dead_letter]\nstream = 5\n");
+        assert_eq!(e.field.as_deref(), Some("dead_letter.stream"));
+        assert!(e.to_string().ends_with("(line 4)"), "{e}");
     }
 }

@@ -281,12 +281,44 @@ mod tests {
     #[test]
     fn unknown_field_is_named_with_the_file() {
         let e = manifest(&format!("{MINIMAL}[limits]\ntimeout = 5\n")).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("timeout"));
+        assert_eq!(e.field.as_deref(), Some("limits.timeout"));
         let shown = e.to_string();
         assert!(
-            shown.starts_with("p/plugin.toml: timeout: unknown field"),
+            shown.starts_with("p/plugin.toml: limits.timeout: unknown field"),
             "{shown}"
         );
+    }
+
+    /// Issue 8: the error names the table and the line, not just the key.
+    #[test]
+    fn unknown_field_names_its_table_and_line() {
+        let text = format!("{MINIMAL}\n[limits]\nmemory_mb = 32\ntimeout_msec = 5\n");
+        let e = manifest(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("limits.timeout_msec"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with(
+                "p/plugin.toml: limits.timeout_msec: unknown field `timeout_msec`, expected one of"
+            ),
+            "{shown}"
+        );
+        assert!(shown.ends_with("(line 9)"), "{shown}");
+
+        let text = MINIMAL.replace("subject = ", "subjct = ");
+        let e = manifest(&format!("{text}[[subscribe]]\nsubject = \"y\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].subjct"));
+        let text = format!("{MINIMAL}[[subscribe]]\nsubject = \"y\"\nqueu = \"q\"\n");
+        let e = manifest(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[1].queu"));
+        assert!(e.to_string().ends_with("(line 8)"), "{e}");
+        let e = manifest(&format!("{MINIMAL}[auth]\nissuers = [\"b\"]\nbogus = 1\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("auth.bogus"));
+        let text =
+            format!("{MINIMAL}[auth]\nissuers = [\"b\"]\n[auth.required_claims]\nscope = 1\n");
+        let e = manifest(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("auth.required_claims.scope"));
+        let e = manifest(&format!("{MINIMAL}[limits]\ntimeout_ms = \"slow\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("limits.timeout_ms"));
     }
 
     #[test]
@@ -306,5 +338,7 @@ mod tests {
         let e = manifest("name = \"a\"\nversion = \"1\"\n[[subscribe]]\nsubject = \"x\"\n")
             .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("wasm"));
+        let e = manifest(&MINIMAL.replace("subject = \"x.>\"", "mode = \"core\"")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].subject"));
     }
 }

@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod host;
+mod locate;
 mod manifest;
+mod servers;
 
 pub use host::*;
 pub use manifest::*;
+pub use servers::{BadServerUrl, ServerUrls};
 
 /// A config file could not be used. Displays as `FILE: FIELD: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,35 +47,58 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse TOML strictly, turning serde's error into one that names the file and
-/// (when serde knows it) the field.
+/// Parse TOML strictly, turning serde's error into one that names the file,
+/// the dotted path of the field at fault and its line.
 pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(
     file: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        // toml's message carries the line, column and the offending key; keep it
-        // whole but on one line.
+        // `message()`, not `Display`: Display quotes the source line, which
+        // may hold a secret (a password in `nats.url`).
         let message = e.message().trim().to_owned();
-        let location = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
-                format!(" (line {line})")
-            })
+        let span = e.span();
+        let location = span
+            .as_ref()
+            .map(|span| format!(" (line {})", line_of(text, span.start)))
             .unwrap_or_default();
-        let field = field_from_message(&message);
+        let path = span.and_then(|span| locate::path_at(text, span));
+        let field = field_path(&message, path);
         ConfigError::new(file, field.as_deref(), format!("{message}{location}"))
     })
 }
 
-/// serde names the field in messages like "unknown field `x`" or
-/// "missing field `x`"; lift it out so the error leads with it.
-fn field_from_message(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    let kind_ok = message.starts_with("unknown field") || message.starts_with("missing field");
-    kind_ok.then(|| message[start..start + len].to_owned())
+/// The 1-based line of byte `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    // A span may start right after a newline: count newlines, not lines.
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The field an error is about. serde names only the last key ("unknown
+/// field `x`", "missing field `x`"); the span gives the path to it: the key
+/// itself for an unknown field, the table lacking it for a missing one.
+fn field_path(message: &str, path: Option<String>) -> Option<String> {
+    let named = || {
+        let start = message.find('`')? + 1;
+        let len = message[start..].find('`')?;
+        Some(message[start..start + len].to_owned())
+    };
+    if message.starts_with("missing field") {
+        let name = named()?;
+        return Some(match path {
+            Some(table) => format!("{table}.{name}"),
+            None => name,
+        });
+    }
+    if message.starts_with("unknown field") {
+        return path.or_else(named);
+    }
+    path
 }
 
 /// JetStream stream and consumer names: no dots, wildcards or whitespace.

@@ -27,8 +27,8 @@ use crate::plugin::Stats;
 /// Connect to NATS, retrying the first connection and every later one, for
 /// good: a host outlives a restart of its server.
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
-    use crate::auth::secret::{NatsCredentials, nats_credentials, redact_url};
-    let url = redact_url(&config.url);
+    use crate::auth::secret::{NatsCredentials, nats_credentials};
+    let url = config.url.to_string();
     // Secrets come from files or the environment and go straight to the
     // client: they are in no message and no log line.
     let mut options = match nats_credentials(config)? {
@@ -79,7 +79,7 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
                 other => tracing::debug!("NATS: {other}"),
             }
         })
-        .connect(config.url.as_str())
+        .connect(config.url.for_client())
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     // With retry_on_initial_connect the client comes back before it is
