@@ -9,7 +9,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{Handler, HandlerPre, WitEvent, WitFailure, WitPrincipal};
 use super::state::{CallState, PluginShared, State};
-use super::{Prepared, Runtime, TickerUser};
+use super::{LONG_AFTER_TICKS, Prepared, Runtime, TickerUser};
 use crate::config::{Isolation, Limits};
 use crate::event::{Event, Failure, FailureKind, LogLine, Message};
 use crate::policy::OutputPolicy;
@@ -46,6 +46,8 @@ struct WasmExecutor {
     /// Keeps the epoch ticker running while this plugin may run guests, even
     /// after the host that loaded it has gone (event tasks can outlive it).
     _ticker: TickerUser,
+    /// See `Runtime::long_runners`.
+    long_runners: Arc<tokio::sync::Semaphore>,
     pre: HandlerPre<State>,
     shared: Arc<PluginShared>,
     isolation: Isolation,
@@ -143,6 +145,7 @@ impl WasmExecutor {
         Self {
             engine: runtime.engine().clone(),
             _ticker: runtime.ticker_user(),
+            long_runners: runtime.long_runners(),
             pre: prepared.pre,
             shared: Arc::new(shared),
             isolation: limits.isolation,
@@ -182,6 +185,9 @@ impl WasmExecutor {
         .await;
 
         let state = warm.store.data_mut();
+        if let Ok(mut held) = state.turn.lock() {
+            held.take();
+        }
         // Whether the instance may serve another event: only if the guest
         // returned normally (its state is whatever it left, by its own choice).
         let (result, healthy) = match called {
@@ -267,16 +273,36 @@ impl WasmExecutor {
         // Every epoch tick the guest yields to the tokio scheduler, so a guest
         // that spins cannot hold a worker thread (and with it NATS I/O, progress
         // acks and the other plugins) for its whole timeout; once its ticks are
-        // used up it is interrupted.
-        store.epoch_deadline_callback(|mut ctx| {
+        // used up it is interrupted. Past its first ticks a call waits for a
+        // turn among the host's long-running calls before each further tick.
+        let long_runners = self.long_runners.clone();
+        store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
             if state.ticks_left == 0 {
                 return Ok(UpdateDeadline::Interrupt);
             }
             state.ticks_left -= 1;
+            state.ticks_run += 1;
+            if state.ticks_run < LONG_AFTER_TICKS {
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ));
+            }
+            let turn = state.turn.clone();
+            if let Ok(mut held) = turn.lock() {
+                held.take();
+            }
+            let long_runners = long_runners.clone();
             Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::task::yield_now()),
+                Box::pin(async move {
+                    if let Ok(permit) = long_runners.acquire_owned().await
+                        && let Ok(mut held) = turn.lock()
+                    {
+                        *held = Some(permit);
+                    }
+                }),
             ))
         });
         // Start functions run at instantiation: they get a deadline too.
@@ -302,7 +328,9 @@ impl WasmExecutor {
 
     /// Give the next call `timeout` worth of ticks, checked at every tick.
     fn arm_deadline(&self, store: &mut Store<State>) {
-        store.data_mut().ticks_left = self.deadline_ticks;
+        let state = store.data_mut();
+        state.ticks_left = self.deadline_ticks;
+        state.ticks_run = 0;
         store.set_epoch_deadline(1);
     }
 

@@ -47,7 +47,15 @@ pub struct Runtime {
     /// The epoch ticker thread runs while this or any executor's clone of it
     /// is alive: guests are interrupted as long as one can run.
     ticker: TickerUser,
+    /// Turns for long-running calls: a call that has run for more than
+    /// [`LONG_AFTER_TICKS`] runs each further tick only while it holds one,
+    /// so guests that spin (or just compute for long) share half the worker
+    /// threads among themselves and short events keep the rest.
+    long_runners: Arc<tokio::sync::Semaphore>,
 }
+
+/// Ticks after which a call counts as long-running.
+pub(crate) const LONG_AFTER_TICKS: u64 = 2;
 
 /// A share in the epoch ticker's life: the ticker thread stops once the last
 /// one is dropped.
@@ -110,6 +118,11 @@ impl Runtime {
             cache_dir: config.resolved_cache_dir(),
             epoch_tick,
             ticker,
+            long_runners: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get() / 2)
+                    .max(1),
+            )),
         })
     }
 
@@ -137,6 +150,10 @@ impl Runtime {
 
     pub(crate) fn ticker_user(&self) -> TickerUser {
         self.ticker.clone()
+    }
+
+    pub(crate) fn long_runners(&self) -> Arc<tokio::sync::Semaphore> {
+        self.long_runners.clone()
     }
 }
 

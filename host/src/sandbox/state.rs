@@ -36,6 +36,10 @@ pub struct State {
     /// Epoch ticks the running call may still use before it is interrupted:
     /// the guest yields to the scheduler at every tick (see the executor).
     pub(super) ticks_left: u64,
+    /// Epoch ticks the running call has used so far.
+    pub(super) ticks_run: u64,
+    /// A long-running call's turn to run (see `Runtime::long_runners`).
+    pub(super) turn: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
 }
 
 impl State {
@@ -53,6 +57,8 @@ impl State {
             shared,
             call: CallState::default(),
             ticks_left: 0,
+            ticks_run: 0,
+            turn: Arc::default(),
         }
     }
 }
