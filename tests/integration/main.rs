@@ -22,5 +22,9 @@ mod languages;
 mod loading;
 /// A message with a malformed header block is delivered, not a disconnect.
 mod malformed;
+/// A plugin cannot starve the others; outputs cost no API request each.
+mod neighbours;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
 mod servers;
+/// SIGTERM hands every delivery back and exits, spinning guests or not.
+mod shutdown;

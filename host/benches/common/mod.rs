@@ -1,5 +1,8 @@
 //! What the in-process benchmarks share: the repository root, the event they
-//! send, and the work they time.
+//! send, the work they time, and a nats-server to time it against.
+
+// Each benchmark uses some of these.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -37,5 +40,55 @@ pub async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
             outputs.len()
         }
         other => panic!("benchmark handler failed: {other:?}"),
+    }
+}
+
+/// A nats-server with JetStream on a port it picks itself, killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    pub url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// The child is killed and reaped by `Server`'s Drop.
+#[allow(clippy::zombie_processes)]
+pub fn start_server() -> Server {
+    use std::time::{Duration, Instant};
+    let store = tempfile::tempdir().expect("store");
+    let child = std::process::Command::new("nats-server")
+        .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
+        .arg("--store_dir")
+        .arg(store.path())
+        .arg("--ports_file_dir")
+        .arg(store.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server (scripts/setup.sh installs it)");
+    let ports = store
+        .path()
+        .join(format!("nats-server_{}.ports", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(url) = std::fs::read_to_string(&ports)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["nats"][0].as_str().map(str::to_owned))
+        {
+            return Server {
+                child,
+                url,
+                _store: store,
+            };
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

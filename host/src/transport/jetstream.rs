@@ -164,6 +164,7 @@ impl HandBacks {
         let message = match self.0.lock() {
             Ok(mut held) => match held.as_mut() {
                 Some(held) => {
+                    tracing::debug!(subject = %message.subject, "hand-back held until the pulls are answered");
                     held.push(message);
                     return;
                 }
@@ -196,6 +197,7 @@ impl HandBacks {
 }
 
 async fn nak_now(message: &jetstream::Message) {
+    tracing::debug!(subject = %message.subject, "handing back");
     if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
         tracing::warn!(subject = %message.subject, error = %e, "cannot hand a message back; the server will deliver it again after ack_wait");
     }
