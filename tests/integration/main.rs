@@ -6,6 +6,8 @@ mod support;
 
 /// Per-plugin auth: producer tokens, grants, NATS TLS and credentials.
 mod auth;
+/// A host given an event whose header block does not parse: `bad-input`.
+mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
 /// Every language's twin of the example plugins passes the same fixtures.
