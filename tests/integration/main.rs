@@ -1,6 +1,7 @@
 //! weir's integration tests: one binary, a module per area. Every test starts
-//! its own nats-server (JetStream, temp store, ephemeral port) and runs real
-//! plugins built from plugins/ by scripts/build-plugins.sh.
+//! its own nats-server (JetStream unless it tests a server without, temp
+//! store, ephemeral port) and runs real plugins built from plugins/ by
+//! scripts/build-plugins.sh.
 
 mod support;
 
@@ -14,6 +15,9 @@ mod binary;
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
+/// A dead letter never vanishes: a DLQ that refuses, a stream that steals
+/// its subjects, max_payload, no JetStream at all.
+mod dead_letters;
 /// Hostile plugins fail only their own events.
 mod hostile;
 /// At-least-once delivery on JetStream, faults included.

@@ -54,6 +54,22 @@ impl NatsServer {
         server
     }
 
+    /// Like [`start`](Self::start), without JetStream.
+    pub fn start_without_jetstream() -> Self {
+        init_logs();
+        let store = tempfile::tempdir().expect("temp store dir");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            monitor: 0,
+            store,
+            config: None,
+            jetstream: false,
+        };
+        assert!(server.spawn(), "nats-server did not start");
+        server
+    }
+
     /// Like [`start`](Self::start), with `config` as the server's config
     /// file (TLS blocks, authorization, ...).
     pub fn start_with_config(config: &str) -> Self {
@@ -247,6 +263,68 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The log lines of the current thread, collected from [`capture_logs`] on.
+/// Only for `current_thread` tests: then the host's tasks all run (and log)
+/// on the test's thread, and no other test's lines get in.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Wait until a line holds every one of `needles`; that line.
+    pub async fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = self.text();
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {needles:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Collect this thread's log lines (info and up, no colours) until the guard
+/// is dropped.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    init_logs();
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
 }
 
 pub fn repo_root() -> PathBuf {
