@@ -85,6 +85,9 @@ pub enum FailureKind {
     ForbiddenPublish,
     /// The handler's outputs broke a cap (count, size) or were malformed.
     BadOutput,
+    /// The message itself cannot be read as an event (a malformed NATS header
+    /// block): dead-lettered at once, never run.
+    BadInput,
 }
 
 impl FailureKind {
@@ -114,6 +117,7 @@ impl FailureKind {
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenPublish => "forbidden-publish",
             Self::BadOutput => "bad-output",
+            Self::BadInput => "bad-input",
         }
     }
 }
@@ -132,6 +136,10 @@ impl fmt::Display for FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+    /// For [`FailureKind::BadInput`]: the header block exactly as received,
+    /// so the dead letter can show what could not be read
+    /// (`Weir-Raw-Headers`). `None` for every other failure.
+    pub raw_headers: Option<bytes::Bytes>,
 }
 
 impl Failure {
@@ -139,6 +147,16 @@ impl Failure {
         Self {
             kind,
             message: message.into(),
+            raw_headers: None,
+        }
+    }
+
+    /// A message whose header block did not parse: `raw` is the whole block.
+    pub fn bad_headers(message: impl Into<String>, raw: bytes::Bytes) -> Self {
+        Self {
+            kind: FailureKind::BadInput,
+            message: message.into(),
+            raw_headers: Some(raw),
         }
     }
 }
@@ -274,5 +292,11 @@ mod tests {
         assert_eq!(FailureKind::Timeout.dead_letter_kind(), "timeout");
         assert!(!FailureKind::Reject.is_retryable());
         assert!(FailureKind::Memory.is_retryable());
+    }
+
+    #[test]
+    fn bad_input_is_final_and_named() {
+        assert_eq!(FailureKind::BadInput.dead_letter_kind(), "bad-input");
+        assert!(!FailureKind::BadInput.is_retryable());
     }
 }

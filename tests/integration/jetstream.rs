@@ -9,23 +9,6 @@ use weir_host::host::Host;
 
 use crate::support::*;
 
-/// A copy of `name` whose every subscription is a JetStream one on `stream`.
-pub(crate) fn jetstream_bundle(name: &str, dir: &Path, stream: &str, extra: &str) -> PathBuf {
-    let stream = stream.to_owned();
-    let extra = extra.to_owned();
-    bundle_copy(name, dir, move |m| {
-        let mut out = String::new();
-        for line in m.lines() {
-            out.push_str(line);
-            out.push('\n');
-            if line.starts_with("subject = ") {
-                out.push_str(&format!("mode = \"jetstream\"\nstream = \"{stream}\"\n"));
-            }
-        }
-        out + &extra
-    })
-}
-
 pub(crate) async fn publish_js(
     client: &async_nats::Client,
     n: usize,
@@ -47,36 +30,6 @@ pub(crate) async fn publish_js(
     }
     for ack in acks {
         ack.await.expect("stored");
-    }
-}
-
-/// Wait until the consumer has nothing pending and nothing unacknowledged.
-pub(crate) async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
-    let js = async_nats::jetstream::new(client.clone());
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let stream = js.get_stream(stream).await.expect("stream");
-        let mut names = stream.consumer_names();
-        let mut idle = true;
-        use futures::StreamExt as _;
-        while let Some(Ok(name)) = names.next().await {
-            let mut consumer = stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
-                .await
-                .expect("consumer");
-            let info = consumer.info().await.expect("consumer info");
-            if info.num_pending > 0 || info.num_ack_pending > 0 {
-                idle = false;
-            }
-        }
-        if idle {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer never went idle"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

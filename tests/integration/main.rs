@@ -1,17 +1,23 @@
 //! weir's integration tests: one binary, a module per area. Every test starts
-//! its own nats-server (JetStream, temp store, ephemeral port) and runs real
-//! plugins built from plugins/ by scripts/build-plugins.sh.
+//! its own nats-server (JetStream unless it tests a server without, temp
+//! store, ephemeral port) and runs real plugins built from plugins/ by
+//! scripts/build-plugins.sh.
 
 mod support;
 
 /// Per-plugin auth: producer tokens, grants, NATS TLS and credentials.
 mod auth;
+/// A host given an event whose header block does not parse: `bad-input`.
+mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
 /// Every language's twin of the example plugins passes the same fixtures.
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
+/// A dead letter never vanishes: a DLQ that refuses, a stream that steals
+/// its subjects, max_payload, no JetStream at all.
+mod dead_letters;
 /// Hostile plugins fail only their own events.
 mod hostile;
 /// At-least-once delivery on JetStream, faults included.

@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -36,50 +34,6 @@ const MALFORMED: &[Malformed] = &[
         kept: &[("Good", "2")],
     },
 ];
-
-/// Publish `messages` (subject, header block, payload) as raw HPUBs on a
-/// plain TCP connection, then PING and wait for the PONG: once it is back the
-/// server has processed (and, for a stream, stored or refused) all of them.
-async fn publish_raw(server: &NatsServer, messages: &[(&str, &[u8], &[u8])]) {
-    let url = server.url();
-    let addr = url.trim_start_matches("nats://");
-    let exchange = async {
-        let (read, mut write) = TcpStream::connect(addr)
-            .await
-            .expect("raw connection")
-            .into_split();
-        let mut read = BufReader::new(read);
-        let mut line = String::new();
-        read.read_line(&mut line).await.expect("read INFO");
-        assert!(line.starts_with("INFO "), "server greeted with {line:?}");
-
-        let mut out = b"CONNECT {\"headers\":true,\"verbose\":false}\r\n".to_vec();
-        for (subject, header, payload) in messages {
-            let total = header.len() + payload.len();
-            out.extend_from_slice(
-                format!("HPUB {subject} {} {total}\r\n", header.len()).as_bytes(),
-            );
-            out.extend_from_slice(header);
-            out.extend_from_slice(payload);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"PING\r\n");
-        write.write_all(&out).await.expect("write raw protocol");
-
-        loop {
-            line.clear();
-            let n = read.read_line(&mut line).await.expect("read reply");
-            assert!(n > 0, "server closed the raw connection");
-            assert!(!line.starts_with("-ERR"), "server refused: {line:?}");
-            if line == "PONG\r\n" {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(PATIENCE, exchange)
-        .await
-        .expect("raw publish within PATIENCE");
-}
 
 /// A client that counts its disconnects.
 async fn counting_client(server: &NatsServer) -> (async_nats::Client, Arc<AtomicUsize>) {

@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use weir_host::host::Host;
 use weir_host::plugin::Stats;
 
-use crate::jetstream::{jetstream_bundle, publish_js, wait_consumer_idle};
+use crate::jetstream::publish_js;
 use crate::support::*;
 
 /// Many more looping events in flight than tokio has worker threads, and a

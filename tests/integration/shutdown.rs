@@ -2,7 +2,7 @@
 //! started (nothing is left for `ack_wait` to recover), and a host whose
 //! guests spin still exits.
 
-use crate::jetstream::{jetstream_bundle, publish_js, wait_consumer_idle, write_config};
+use crate::jetstream::{publish_js, write_config};
 use crate::support::*;
 
 /// `name=<n>` from the "plugin totals" line of a host's log.

@@ -17,10 +17,14 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The HTTP monitoring port (`-m`), also picked by the server itself.
+    monitor: u16,
     pub store: tempfile::TempDir,
     /// A server config file (`-c`), for TLS and auth; flags still set the
     /// port, JetStream and the store.
     config: Option<PathBuf>,
+    /// Off only for tests of a server without JetStream.
+    jetstream: bool,
 }
 
 /// Host logs go to the test's captured output (shown when a test fails).
@@ -41,8 +45,26 @@ impl NatsServer {
         let mut server = Self {
             child: None,
             port: 0,
+            monitor: 0,
             store,
             config: None,
+            jetstream: true,
+        };
+        assert!(server.spawn(), "nats-server did not start");
+        server
+    }
+
+    /// Like [`start`](Self::start), without JetStream.
+    pub fn start_without_jetstream() -> Self {
+        init_logs();
+        let store = tempfile::tempdir().expect("temp store dir");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            monitor: 0,
+            store,
+            config: None,
+            jetstream: false,
         };
         assert!(server.spawn(), "nats-server did not start");
         server
@@ -58,8 +80,10 @@ impl NatsServer {
         let mut server = Self {
             child: None,
             port: 0,
+            monitor: 0,
             store,
             config: Some(file),
+            jetstream: true,
         };
         assert!(server.spawn(), "nats-server did not start with its config");
         server
@@ -87,8 +111,11 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        if self.jetstream {
+            command.arg("--jetstream");
+        }
         let child = command
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
+            .args(["--addr", "127.0.0.1", "--port", &port, "-m", "-1"])
             .arg("--store_dir")
             .arg(self.store.path())
             .arg("--ports_file_dir")
@@ -106,13 +133,18 @@ impl NatsServer {
                 self.child = None;
                 return false;
             }
-            if let Some(port) = std::fs::read_to_string(&ports_file)
+            let ports = std::fs::read_to_string(&ports_file)
                 .ok()
-                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-                .and_then(|v| v["nats"][0].as_str().map(str::to_owned))
-                .and_then(|url| url.rsplit(':').next().and_then(|p| p.parse().ok()))
-            {
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            let port_of = |key: &str| {
+                ports
+                    .as_ref()
+                    .and_then(|v| v[key][0].as_str())
+                    .and_then(|url| url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+            };
+            if let (Some(port), Some(monitor)) = (port_of("nats"), port_of("monitoring")) {
                 self.port = port;
+                self.monitor = monitor;
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return true;
                 }
@@ -140,12 +172,159 @@ impl NatsServer {
             .await
             .expect("test client connects")
     }
+
+    /// GET a monitoring endpoint (`/connz?state=all`, `/varz`, ...) as JSON.
+    pub async fn monitor(&self, path: &str) -> serde_json::Value {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let exchange = async {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor))
+                .await
+                .expect("monitoring port");
+            socket
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+                .await
+                .expect("send GET");
+            let mut answer = Vec::new();
+            socket.read_to_end(&mut answer).await.expect("read answer");
+            answer
+        };
+        let answer = tokio::time::timeout(PATIENCE, exchange)
+            .await
+            .expect("monitoring answers within PATIENCE");
+        let body = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| &answer[at + 4..])
+            .expect("an HTTP answer");
+        serde_json::from_slice(body).expect("monitoring JSON")
+    }
+
+    /// The ids (`cid`) of every connection, open or closed, whose client
+    /// named itself `name`: one id means it never reconnected.
+    pub async fn connection_ids(&self, name: &str) -> Vec<u64> {
+        let connz = self.monitor("/connz?state=all&limit=1024").await;
+        connz["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .filter(|c| c["name"] == name)
+            .filter_map(|c| c["cid"].as_u64())
+            .collect()
+    }
+}
+
+/// Publish `messages` (subject, header block, payload) as raw HPUBs on a
+/// plain TCP connection, then PING and wait for the PONG: once it is back the
+/// server has processed (and, for a stream, stored or refused) all of them.
+/// The header blocks go out exactly as given: malformed ones too.
+pub async fn publish_raw(server: &NatsServer, messages: &[(&str, &[u8], &[u8])]) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let url = server.url();
+    let addr = url.trim_start_matches("nats://");
+    let exchange = async {
+        let (read, mut write) = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("raw connection")
+            .into_split();
+        let mut read = BufReader::new(read);
+        let mut line = String::new();
+        read.read_line(&mut line).await.expect("read INFO");
+        assert!(line.starts_with("INFO "), "server greeted with {line:?}");
+
+        let mut out = b"CONNECT {\"headers\":true,\"verbose\":false}\r\n".to_vec();
+        for (subject, header, payload) in messages {
+            let total = header.len() + payload.len();
+            out.extend_from_slice(
+                format!("HPUB {subject} {} {total}\r\n", header.len()).as_bytes(),
+            );
+            out.extend_from_slice(header);
+            out.extend_from_slice(payload);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"PING\r\n");
+        write.write_all(&out).await.expect("write raw protocol");
+
+        loop {
+            line.clear();
+            let n = read.read_line(&mut line).await.expect("read reply");
+            assert!(n > 0, "server closed the raw connection");
+            assert!(!line.starts_with("-ERR"), "server refused: {line:?}");
+            if line == "PONG\r\n" {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .expect("raw publish within PATIENCE");
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The log lines of the current thread, collected from [`capture_logs`] on.
+/// Only for `current_thread` tests: then the host's tasks all run (and log)
+/// on the test's thread, and no other test's lines get in.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Wait until a line holds every one of `needles`; that line.
+    pub async fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = self.text();
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {needles:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Collect this thread's log lines (info and up, no colours) until the guard
+/// is dropped.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    init_logs();
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
 }
 
 pub fn repo_root() -> PathBuf {
@@ -186,6 +365,23 @@ pub fn bundle_copy(name: &str, into: &Path, edit: impl FnOnce(String) -> String)
     let manifest = std::fs::read_to_string(dst.join("plugin.toml")).expect("read manifest");
     std::fs::write(dst.join("plugin.toml"), edit(manifest)).expect("write manifest");
     dst
+}
+
+/// A copy of `name` whose every subscription is a JetStream one on `stream`.
+pub fn jetstream_bundle(name: &str, dir: &Path, stream: &str, extra: &str) -> PathBuf {
+    let stream = stream.to_owned();
+    let extra = extra.to_owned();
+    bundle_copy(name, dir, move |m| {
+        let mut out = String::new();
+        for line in m.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.starts_with("subject = ") {
+                out.push_str(&format!("mode = \"jetstream\"\nstream = \"{stream}\"\n"));
+            }
+        }
+        out + &extra
+    })
 }
 
 /// A host config for `server` loading exactly `bundles`, with a compile cache
@@ -260,6 +456,36 @@ pub async fn create_stream(client: &async_nats::Client, name: &str, subjects: &[
     })
     .await
     .expect("create stream");
+}
+
+/// Wait until the consumer has nothing pending and nothing unacknowledged.
+pub async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stream = js.get_stream(stream).await.expect("stream");
+        let mut names = stream.consumer_names();
+        let mut idle = true;
+        use futures::StreamExt as _;
+        while let Some(Ok(name)) = names.next().await {
+            let mut consumer = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+                .await
+                .expect("consumer");
+            let info = consumer.info().await.expect("consumer info");
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                idle = false;
+            }
+        }
+        if idle {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer never went idle"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The `weir` binary built with these tests.

@@ -23,6 +23,10 @@ pub mod headers {
     /// Set when the payload was cut to fit the server's max_payload: the
     /// original payload's size in bytes.
     pub const PAYLOAD_TRUNCATED: &str = "Weir-Payload-Truncated";
+    /// On a `bad-input` dead letter: the malformed header block as received,
+    /// base64 (standard alphabet, padded), at most its first
+    /// [`MAX_RAW_HEADERS`](super::MAX_RAW_HEADERS) bytes.
+    pub const RAW_HEADERS: &str = "Weir-Raw-Headers";
     /// Set on outputs so JetStream drops the copies a redelivery would make.
     pub const MSG_ID: &str = "Nats-Msg-Id";
     /// The NATS services convention for an error reply.
@@ -32,6 +36,10 @@ pub mod headers {
 
 /// Longest `Weir-Error` value; the rest is cut.
 const MAX_ERROR_HEADER: usize = 1024;
+
+/// How much of a malformed header block `Weir-Raw-Headers` keeps: its first
+/// 4 KiB (5,464 characters of base64). `Weir-Error` gives the whole size.
+pub const MAX_RAW_HEADERS: usize = 4096;
 
 /// The facts a dead letter records.
 #[derive(Debug, Clone)]
@@ -73,6 +81,14 @@ impl DeadLetter<'_> {
             headers::ERROR.into(),
             header_safe(&self.failure.message, MAX_ERROR_HEADER),
         ));
+        if let Some(raw) = &self.failure.raw_headers {
+            use base64::Engine as _;
+            let kept = &raw[..raw.len().min(MAX_RAW_HEADERS)];
+            h.push((
+                headers::RAW_HEADERS.into(),
+                base64::engine::general_purpose::STANDARD.encode(kept),
+            ));
+        }
         h.push((headers::FIRST_SEEN.into(), rfc3339(self.first_seen)));
         h.push((headers::LAST_SEEN.into(), rfc3339(self.last_seen)));
         if let Some((stream, sequence)) = self.origin {
@@ -130,7 +146,7 @@ fn is_weir_header(name: &str) -> bool {
 pub fn error_reply(event: &Event, failure: &Failure) -> Option<Message> {
     let reply_to = event.reply_to.as_ref()?;
     let code = match failure.kind {
-        FailureKind::Reject | FailureKind::BadOutput => "400",
+        FailureKind::Reject | FailureKind::BadOutput | FailureKind::BadInput => "400",
         FailureKind::Unauthorized => "401",
         FailureKind::ForbiddenPublish => "403",
         FailureKind::Timeout => "504",
@@ -256,6 +272,50 @@ mod tests {
         assert_eq!(get("Weir-Payload-Truncated"), Some("10000"));
         assert_eq!(get("Weir-Original-Stream"), Some("ORDERS"));
         assert_eq!(get("Weir-Original-Sequence"), Some("42"));
+    }
+
+    #[test]
+    fn a_bad_input_letter_carries_the_raw_header_block_capped() {
+        use base64::Engine as _;
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .expect("base64")
+        };
+        let e = event();
+        let now = SystemTime::now();
+        let letter = |failure: &Failure| {
+            DeadLetter {
+                plugin: "p",
+                subject: "weir.dlq.p",
+                event: &e,
+                failure,
+                attempts: 1,
+                first_seen: now,
+                last_seen: now,
+                origin: None,
+            }
+            .to_message()
+        };
+        let raw = bytes::Bytes::from_static(b"NATS/1.0\r\nbad line\r\n\r\n");
+        let msg = letter(&Failure::bad_headers("line 2 has no colon", raw.clone()));
+        let get = |k: &str| crate::event::header(&msg.headers, k).map(str::to_owned);
+        assert_eq!(get("Weir-Error-Kind").as_deref(), Some("bad-input"));
+        assert_eq!(b64(&get("Weir-Raw-Headers").expect("raw headers")), raw);
+        assert_eq!(get("trace").as_deref(), Some("abc"), "parsed headers kept");
+
+        let big = bytes::Bytes::from(vec![b'x'; MAX_RAW_HEADERS + 100]);
+        let msg = letter(&Failure::bad_headers("too long", big.clone()));
+        let kept = b64(crate::event::header(&msg.headers, "Weir-Raw-Headers").expect("raw"));
+        assert_eq!(kept, big[..MAX_RAW_HEADERS]);
+
+        let msg = letter(&Failure::new(FailureKind::Reject, "no"));
+        assert_eq!(crate::event::header(&msg.headers, "Weir-Raw-Headers"), None);
+        let reply = error_reply(&e, &Failure::bad_headers("x", raw)).expect("reply");
+        assert_eq!(
+            crate::event::header(&reply.headers, "Nats-Service-Error-Code"),
+            Some("400")
+        );
     }
 
     #[test]

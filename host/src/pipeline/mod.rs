@@ -19,7 +19,7 @@ mod letters;
 mod serve;
 
 pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};
-pub use letters::{DeadLetter, error_reply, headers, rfc3339};
+pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve};
 
 /// Where the pipeline's results go: implemented by the transport.

@@ -3,8 +3,9 @@
 //! outputs or dead letter → [`Settle`], which the event's [`Delivery`] maps
 //! onto the transport's acknowledgements.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -73,6 +74,7 @@ pub async fn serve<D: Delivery, S: Sink>(
     let slots = Arc::new(Semaphore::new(
         plugin.manifest.limits.max_in_flight as usize,
     ));
+    let unstored = Arc::new(Unstored::default());
     while let Some(item) = inbound.recv().await {
         let permit = if item.delivery.redelivers() {
             tokio::select! {
@@ -91,11 +93,42 @@ pub async fn serve<D: Delivery, S: Sink>(
         let plugin = plugin.clone();
         let sink = sink.clone();
         let stop = stop.clone();
+        let unstored = unstored.clone();
         events.spawn(async move {
-            handle(&plugin, sink.as_ref(), item, &stop).await;
+            handle(&plugin, sink.as_ref(), item, &unstored, &stop).await;
             // The slot frees when the event is settled.
             drop(permit);
         });
+    }
+}
+
+/// Final failures whose dead letter could not be stored, by event id. When
+/// the transport delivers such an event again, its dead letter is tried
+/// again with the same failure and the handler is not run: its fate was
+/// decided, only the storing failed. Without this, an event delivered again
+/// past `max_attempts` would be dead-lettered as `retry-exhausted`
+/// ("delivered N times without a result"), its real failure (a `reject`,
+/// say) lost. Per host: another host that gets the event runs it again.
+#[derive(Default)]
+struct Unstored(Mutex<HashMap<String, Failure>>);
+
+/// Bound on [`Unstored`]: when full, one entry makes room (that event falls
+/// back to being run again, or to `retry-exhausted`).
+const MAX_UNSTORED: usize = 10_000;
+
+impl Unstored {
+    fn take(&self, id: &str) -> Option<Failure> {
+        self.0.lock().ok()?.remove(id)
+    }
+
+    fn keep(&self, id: &str, failure: Failure) {
+        let Ok(mut map) = self.0.lock() else { return };
+        if map.len() >= MAX_UNSTORED
+            && let Some(any) = map.keys().next().cloned()
+        {
+            map.remove(&any);
+        }
+        map.insert(id.to_owned(), failure);
     }
 }
 
@@ -104,6 +137,7 @@ async fn handle<D: Delivery, S: Sink>(
     plugin: &Plugin,
     sink: &S,
     item: Inbound<D>,
+    unstored: &Unstored,
     stop: &CancellationToken,
 ) {
     let Inbound {
@@ -114,6 +148,11 @@ async fn handle<D: Delivery, S: Sink>(
         delivery,
     } = item;
     let redelivers = delivery.redelivers();
+    let refused = match refused {
+        Some(failure) => Some(failure),
+        None if redelivers => unstored.take(&event.id),
+        None => None,
+    };
     let work = run(plugin, sink, &mut event, refused, redelivers, stop);
     let ending = match delivery.progress_every() {
         Some(every) => with_progress(&delivery, every, work).await,
@@ -126,6 +165,9 @@ async fn handle<D: Delivery, S: Sink>(
             if dead_letter(plugin, sink, &event, &failure, first_seen, origin).await {
                 Settle::DeadLettered
             } else {
+                if redelivers {
+                    unstored.keep(&event.id, failure);
+                }
                 Settle::Unfinished(plugin.manifest.retry.delay_after(event.attempt))
             }
         }

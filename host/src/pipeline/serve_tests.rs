@@ -225,6 +225,79 @@ async fn an_unstored_dead_letter_leaves_the_event_unfinished_and_counted() {
     assert_eq!(Stats::get(&plugin.stats.dead_lettered), 0);
 }
 
+/// A rejected event whose dead letter could not be stored comes back past
+/// max_attempts: it is dead-lettered as the `reject` it was, not run again,
+/// and not taken for `retry-exhausted`.
+#[tokio::test]
+async fn an_event_back_after_an_unstored_letter_keeps_its_failure() {
+    let sink = Arc::new(MemSink::default());
+    sink.refuse_letters.store(true, Ordering::Relaxed);
+    let plugin = plugin(3);
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(1);
+    let item = |attempt: u32| Inbound {
+        event: Event {
+            id: "a".into(),
+            subject: "in.x".into(),
+            payload: bytes::Bytes::from_static(b"reject"),
+            headers: vec![],
+            reply_to: None,
+            attempt,
+            principal: None,
+        },
+        first_seen: SystemTime::now(),
+        origin: Some(("IN".to_owned(), 7)),
+        refused: None,
+        delivery: MemDelivery {
+            redelivers: true,
+            settled: settled.clone(),
+            id: format!("a{attempt}"),
+        },
+    };
+    let tracker = TaskTracker::new();
+    let serving = tokio::spawn(serve(
+        plugin.clone(),
+        sink.clone(),
+        rx,
+        tracker.clone(),
+        CancellationToken::new(),
+    ));
+    tx.send(item(1)).await.expect("queue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while settled.lock().expect("lock").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first delivery not settled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.refuse_letters.store(false, Ordering::Relaxed);
+    tx.send(item(9)).await.expect("queue");
+    drop(tx);
+    serving.await.expect("serve");
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(
+        settled.lock().expect("lock").clone(),
+        vec![
+            ("a1".into(), Settle::Unfinished(Duration::from_millis(1))),
+            ("a9".into(), Settle::DeadLettered),
+        ]
+    );
+    // Run once: the second delivery stored the letter without running it.
+    assert_eq!(Stats::get(&plugin.stats.failed_attempts), 1);
+    let letters = sink.letters.lock().expect("lock");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        crate::event::header(&letters[0].headers, "Weir-Error-Kind"),
+        Some("reject")
+    );
+    assert_eq!(
+        crate::event::header(&letters[0].headers, "Weir-Error"),
+        Some("never")
+    );
+}
+
 #[tokio::test]
 async fn unconfirmed_outputs_leave_the_event_unfinished() {
     let sink = Arc::new(MemSink::default());

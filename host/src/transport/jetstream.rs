@@ -224,7 +224,8 @@ impl JsDelivery {
 
 /// Turn a JetStream message into an event for the pipeline: the event id is
 /// `<stream>:<sequence>` (stable across redeliveries and hosts), the attempt
-/// the server's delivery count (so attempts survive a host restart).
+/// the server's delivery count (so attempts survive a host restart). A
+/// malformed header block refuses it (dead-lettered, then term'd).
 fn to_inbound(
     message: jetstream::Message,
     progress_every: Duration,
@@ -241,6 +242,7 @@ fn to_inbound(
             SystemTime::from(info.published),
         )
     };
+    let refused = super::refusal(&message);
     let headers = message
         .headers
         .as_ref()
@@ -259,7 +261,7 @@ fn to_inbound(
         event,
         first_seen,
         origin: Some((stream, sequence)),
-        refused: None,
+        refused,
         delivery: NatsDelivery::JetStream(Box::new(JsDelivery {
             message,
             progress_every,

@@ -119,8 +119,10 @@ pub async fn stream_captures(js: &js::Context, subject: &str) -> anyhow::Result<
 
 /// Turn a NATS message into an event. Its id is the producer's `Nats-Msg-Id`
 /// when it set one, else one made up by `ids`. The failure, when there is
-/// one, is a fault of the message itself: the event is dead-lettered with it.
+/// one, is a fault of the message itself (a malformed header block, see
+/// [`refusal`]): the event is dead-lettered with it.
 pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> (Event, Option<Failure>) {
+    let refused = refusal(&msg);
     let headers = msg
         .headers
         .as_ref()
@@ -138,7 +140,64 @@ pub fn to_event(msg: async_nats::Message, ids: &IdSource) -> (Event, Option<Fail
         attempt: 1,
         principal: None,
     };
-    (event, None)
+    (event, refused)
+}
+
+/// The failure for a message whose header block async-nats could not parse
+/// whole (it then delivers the lines that parsed in `headers` and the raw
+/// block in `malformed_headers`): `bad-input`, naming the first fault found,
+/// with the raw block for the dead letter's `Weir-Raw-Headers`.
+pub fn refusal(msg: &async_nats::Message) -> Option<Failure> {
+    let raw = msg.malformed_headers.as_ref()?;
+    Some(Failure::bad_headers(
+        format!(
+            "malformed NATS header block ({} bytes): {}",
+            raw.len(),
+            header_fault(raw)
+        ),
+        raw.clone(),
+    ))
+}
+
+/// What is wrong with a header block, as far as a quick look can tell: the
+/// first line (counting the `NATS/1.0` line as line 1) that does not parse.
+fn header_fault(raw: &[u8]) -> String {
+    let block = raw.strip_suffix(b"\r\n\r\n").unwrap_or(raw);
+    let mut lines = block
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    match lines.next() {
+        Some(first) if first.starts_with(b"NATS/1.0") => {
+            let status = first[b"NATS/1.0".len()..].trim_ascii_start();
+            let code = status.split(|&b| b == b' ').next().unwrap_or_default();
+            let three_digits = code.len() == 3 && code.iter().all(u8::is_ascii_digit);
+            if !code.is_empty() && !three_digits {
+                return "line 1 has a status that is not a 3-digit code".into();
+            }
+        }
+        _ => return "line 1 is not a NATS/1.0 version line".into(),
+    }
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        // A continuation line belongs to the header before it.
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
+        if std::str::from_utf8(line).is_err() {
+            return format!("line {n} is not UTF-8");
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return format!("line {n} has no colon");
+        };
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
+            return format!("line {n} has an invalid header name");
+        }
+        if line[colon..].contains(&b'\r') {
+            return format!("line {n} has a carriage return in its value");
+        }
+    }
+    "a header line does not parse".into()
 }
 
 pub fn from_header_map(map: &HeaderMap) -> Headers {
@@ -232,6 +291,49 @@ impl Delivery for NatsDelivery {
     async fn settle(self, settle: Settle) {
         if let Self::JetStream(d) = self {
             d.settle(settle).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_fault;
+
+    #[test]
+    fn header_faults_name_the_line() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"NATS/1.0\r\nbad line no colon\r\n\r\n",
+                "line 2 has no colon",
+            ),
+            (
+                b"NATS/1.0\r\nBad Name: x\r\nGood: 1\r\n\r\n",
+                "line 2 has an invalid header name",
+            ),
+            (
+                b"NATS/1.0\r\nGood: 1\r\nBad: \xFF\xFE\r\n\r\n",
+                "line 3 is not UTF-8",
+            ),
+            (
+                b"NATS/1.0\r\nBad: a\rb\r\n\r\n",
+                "line 2 has a carriage return in its value",
+            ),
+            (
+                b"NATS/1.0\r\n: v\r\n\r\n",
+                "line 2 has an invalid header name",
+            ),
+            (
+                b"HTTP/1.1\r\nA: b\r\n\r\n",
+                "line 1 is not a NATS/1.0 version line",
+            ),
+            (
+                b"NATS/1.0 abc\r\n\r\n",
+                "line 1 has a status that is not a 3-digit code",
+            ),
+            (b"NATS/1.0\r\nA: b\r\n\r\n", "a header line does not parse"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(header_fault(raw), *want, "{}", String::from_utf8_lossy(raw));
         }
     }
 }
