@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::ServerAddr;
 
-use crate::auth::secret::redact_url;
 use crate::config::ServerUrls;
+use crate::config::redact_url;
 
 /// A nats-server started by `--dev`; killed on drop.
 pub struct DevServer {

@@ -8,13 +8,18 @@
 //! - [`bundle`]: a plugin folder read from disk, its component checked and hashed.
 //! - [`auth`]: grants bound to the wasm hash (checked at load), producer
 //!   tokens (checked per event), trusted keys, NATS credentials.
-//! - [`transport`]: NATS — connection, subscriptions, the publishing sink.
-//! - [`pipeline`]: per event — attempt, decide (done / retry / dead-letter),
-//!   dead letters and error replies. Knows nothing of NATS.
+//! - [`plugin`]: a loaded plugin — manifest, executor, token verifier, counters.
+//! - [`transport`]: NATS — connection, the core and JetStream readers that feed
+//!   each plugin's pipeline, the `Delivery` that settles what they read, the
+//!   publishing sink.
+//! - [`pipeline`]: an event's whole life in one loop (`serve`): admit, limit,
+//!   attempt, decide (done / retry / dead-letter), publish, settle. Knows
+//!   nothing of NATS.
 //! - [`sandbox`]: wasmtime — engine, pooling, epochs, limits, fresh or warm
 //!   instances. Knows nothing of retries.
 //! - [`policy`]: what a plugin may publish.
-//! - [`host`]: `weir up` — ties the above together and stops gracefully.
+//! - [`host`]: `weir up` — loads, subscribes, wires readers to pipelines, and
+//!   stops gracefully.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] are the edges.

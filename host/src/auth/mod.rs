@@ -18,7 +18,6 @@
 //! comes from the key's configuration, never from the token.
 
 pub mod commands;
-pub mod config;
 pub mod grant;
 pub mod keys;
 pub mod secret;
@@ -28,7 +27,10 @@ pub mod verify;
 
 use std::sync::Arc;
 
-pub use config::{HostAuthConfig, KeyAlg, PluginAuth};
+/// Auth settings are config (`[auth]` in weir.toml and plugin.toml): they live
+/// there, and auth reads them.
+pub use crate::config::auth as config;
+pub use crate::config::auth::{HostAuthConfig, KeyAlg, PluginAuth};
 pub use grant::Grant;
 pub use token::TokenVerifier;
 

@@ -129,29 +129,7 @@ fn read_secret(
     Ok(Some(Secret::new(value)))
 }
 
-/// One NATS URL with its `user:password@` or `token@` replaced by `***@`,
-/// for messages.
-///
-/// The userinfo ends at the *last* `@`: RFC 3986 allows no unescaped `@` in
-/// it, but people type passwords holding one (`nats://u:p@ss@host`), and URL
-/// parsers take the last `@` too. The whole rest of the URL is searched, not
-/// just up to the first `/`, so a password holding a `/` is hidden as well;
-/// NATS URLs have no path that could hold an `@` of its own.
-pub fn redact_url(url: &str) -> String {
-    let url = url.trim();
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let rest = match rest.rfind('@') {
-        Some(at) => format!("***@{}", &rest[at + 1..]),
-        None => rest.to_owned(),
-    };
-    match scheme {
-        Some(scheme) => format!("{scheme}://{rest}"),
-        None => rest,
-    }
-}
+pub use crate::config::redact_url;
 
 #[cfg(test)]
 mod tests {

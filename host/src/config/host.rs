@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::auth::HostAuthConfig;
 use super::{ConfigError, ServerUrls, is_stream_name, parse_toml};
-use crate::auth::HostAuthConfig;
 use crate::event::{is_publish_subject, is_subscribe_subject};
 /// `weir.toml`: the host's settings. Every field has a default so that `weir up`
 /// alone works.

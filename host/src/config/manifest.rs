@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::auth::PluginAuth;
 use super::{ConfigError, is_plugin_name, is_stream_name, parse_toml};
-use crate::auth::PluginAuth;
 use crate::event::is_subscribe_subject;
 /// `plugin.toml`: one plugin's manifest, beside its `.wasm`.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod auth;
 mod host;
 mod locate;
 mod manifest;
@@ -14,7 +15,7 @@ mod servers;
 
 pub use host::*;
 pub use manifest::*;
-pub use servers::{BadServerUrl, ServerUrls};
+pub use servers::{BadServerUrl, ServerUrls, redact_url};
 
 /// A config file could not be used. Displays as `FILE: FIELD: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq)]

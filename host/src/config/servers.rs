@@ -10,8 +10,6 @@ use std::str::FromStr;
 use async_nats::ServerAddr;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 
-use crate::auth::secret::redact_url;
-
 /// The servers of `nats.url`, in the order given; the client tries them in
 /// a random order and learns the rest of a cluster from the one it reaches.
 /// Display and Debug print them comma separated with any credentials
@@ -186,6 +184,30 @@ impl<'de> Deserialize<'de> for ServerUrls {
             }
         }
         deserializer.deserialize_any(Urls)
+    }
+}
+
+/// One NATS URL with its `user:password@` or `token@` replaced by `***@`,
+/// for messages.
+///
+/// The userinfo ends at the *last* `@`: RFC 3986 allows no unescaped `@` in
+/// it, but people type passwords holding one (`nats://u:p@ss@host`), and URL
+/// parsers take the last `@` too. The whole rest of the URL is searched, not
+/// just up to the first `/`, so a password holding a `/` is hidden as well;
+/// NATS URLs have no path that could hold an `@` of its own.
+pub fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
 }
 

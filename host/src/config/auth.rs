@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// The audience of grants: a plugin may never ask producer tokens for it.
 pub const GRANT_AUDIENCE: &str = "weir:grant";
