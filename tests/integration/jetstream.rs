@@ -100,9 +100,15 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     wait_consumer_idle(&client, "FLAKY_IN").await;
 
     let done = js.get_stream("DONE").await.expect("stream");
+    let input = js.get_stream("FLAKY_IN").await.expect("stream");
+    let stored = |m: &async_nats::jetstream::message::StreamMessage| m.time;
     let mut attempts = Vec::new();
+    let mut b_done = None;
     for seq in 1..=2 {
         let m = done.get_raw_message(seq).await.expect("output");
+        if m.payload == "b".as_bytes() {
+            b_done = Some(stored(&m));
+        }
         attempts.push((
             String::from_utf8_lossy(&m.payload).to_string(),
             m.headers.get("attempt").map(|v| v.as_str().to_owned()),
@@ -129,16 +135,24 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
         Some("test.flaky.c")
     );
     assert_eq!(get("Weir-Event-Id").as_deref(), Some("FLAKY_IN:3"));
-    // The delays were the configured ones: 200 + 400 ms between the first
-    // delivery (the stored time) and the last attempt.
-    let seen = |k: &str| humantime::parse_rfc3339(&get(k).expect(k)).expect("rfc3339");
-    let spread = seen("Weir-Last-Seen")
-        .duration_since(seen("Weir-First-Seen"))
-        .expect("ordered");
-    assert!(
-        spread >= std::time::Duration::from_millis(600),
-        "backoff honoured: {spread:?}"
-    );
+    // The delays were the configured ones, by the server's clock alone: from
+    // the event's stored time to its output (b) or its dead letter (c), both
+    // stored after two delayed naks: at least 200 + 400 ms, and less than one
+    // ack_wait (10 s). A host that let the deliveries time out instead of
+    // naking with a delay would take two ack_waits (20 s and more).
+    let ack_wait_ms = 10_000;
+    for (name, seq, end) in [
+        ("b", 2, b_done.expect("b's output")),
+        ("c", 3, stored(&dead)),
+    ] {
+        let event = input.get_raw_message(seq).await.expect("event");
+        assert_eq!(event.payload, name.as_bytes());
+        let span = (end - stored(&event)).whole_milliseconds();
+        assert!(
+            (600..ack_wait_ms).contains(&span),
+            "{name}: {span} ms from stored to its end, not 600 ms to one ack_wait"
+        );
+    }
 
     // Replay: back on the original subject with the original headers, the
     // entry gone from the DLQ; (still failing) it is dead-lettered anew.
@@ -162,7 +176,6 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(replayed["replayed"], serde_json::json!([1]));
     wait_stream_count(&client, "FLAKY_IN", 4).await;
-    let input = js.get_stream("FLAKY_IN").await.expect("stream");
     let again = input.get_raw_message(4).await.expect("replayed event");
     assert_eq!(again.subject.as_str(), "test.flaky.c");
     assert_eq!(
