@@ -762,6 +762,11 @@ impl NatsCluster {
         // Routes must name every node's cluster port before any node starts,
         // so these (unlike client ports) are picked here: bound, released and
         // handed over at once; a clash makes a node fail to start, loudly.
+        // Letting each node pick its own (`cluster { listen: 127.0.0.1:-1 }`)
+        // and routing later nodes to earlier ones does not work on
+        // nats-server 2.9: the first node, having no routes yet, exits with
+        // "Can't start JetStream: JetStream cluster requires configured
+        // routes or solicited leafnode for the system account".
         let cluster_ports: Vec<u16> = (0..size)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()
