@@ -1,12 +1,15 @@
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::*;
 
+/// `weir ARGS` to its end. Without a weir.toml the binary caches compiled
+/// components under `$XDG_CACHE_HOME/weir` (else `~/.cache/weir`): point that
+/// at the build's temp folder, so no test writes to `$HOME`.
 fn weir(args: &[&str]) -> std::process::Output {
     Command::new(WEIR)
         .args(args)
-        .env("WEIR_TEST_CACHE", env!("CARGO_TARGET_TMPDIR"))
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("run weir")
 }
@@ -130,13 +133,16 @@ fn bad_config_is_named_and_exits_2() {
     );
 }
 
-/// SIGTERM: stop taking events, finish the ones received (a failure during
-/// shutdown is dead-lettered, not retried), exit 0. None is lost.
+/// SIGTERM: stop taking events, finish the ones received, exit 0. None is
+/// lost, and a failure during shutdown is dead-lettered, not retried: half
+/// the events have failed once and wait for a retry (backoff 60 s) when
+/// SIGTERM arrives; each is dead-lettered at once after its one attempt,
+/// saying why, and the host's totals add up.
 #[test]
 fn sigterm_finishes_received_events() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let flaky = bundle_copy("flaky", dir.path(), |m| m.replace("[10, 20]", "[300]"));
+    let flaky = bundle_copy("flaky", dir.path(), |m| m.replace("[10, 20]", "[60000]"));
     let echo = bundle("echo");
     let config = dir.path().join("weir.toml");
     std::fs::write(
@@ -151,64 +157,83 @@ fn sigterm_finishes_received_events() {
     )
     .expect("write config");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(server.client());
+    rt.block_on(create_stream(&client, "DONE", &["test.flaky-done"]));
+    let mut host = WeirProcess::start(
+        &["up", "--config", path(&config)],
+        &[("WEIR_LOG", "info,weir_host::pipeline=debug")],
+    );
+    host.wait_for_output("weir is up");
+    const N: u64 = 50;
     rt.block_on(async {
-        let client = server.client().await;
-        create_stream(&client, "DONE", &["test.flaky-done"]).await;
-        let mut child = tokio::process::Command::new(WEIR)
-            .args(["up", "--config", path(&config)])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start weir up");
-        // Wait until the host is up: the echo plugin answers a request.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let probe = client.request("demo.echo.probe", "probe".into());
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(std::time::Duration::from_millis(500), probe).await
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "weir up never answered"
-            );
-        }
-        // Half the events fail once and wait 300 ms for their retry: they are
-        // in flight when SIGTERM arrives.
-        const N: u64 = 50;
         for i in 0..N {
             let mut h = async_nats::HeaderMap::new();
             h.insert("fail-times", if i % 2 == 0 { "0" } else { "1" });
             client
-                .publish_with_headers(format!("test.flaky.{i}"), h, "x".into())
+                .publish_with_headers(format!("test.flaky.{i}"), h, format!("{i}").into())
                 .await
                 .expect("publish");
         }
         client.flush().await.expect("flush");
-        let pid = child.id().expect("pid").to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = tokio::time::timeout(PATIENCE, child.wait())
-            .await
-            .expect("weir up exits after SIGTERM")
-            .expect("exit status");
-        assert!(status.success(), "weir up exited {status:?}");
-        // Every event ends as an output or a dead letter (outputs are stored
-        // asynchronously: wait for them, never for more than PATIENCE).
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let (done, dead) = loop {
-            let done = stream_count(&client, "DONE").await;
-            let dead = stream_count(&client, "WEIR_DLQ").await;
-            if done + dead >= N || tokio::time::Instant::now() > deadline {
-                break (done, dead);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
-        assert_eq!(done + dead, N, "every event is an output or a dead letter");
-        assert!(done >= N / 2, "the first-try successes finished: {done}");
+    });
+    // SIGTERM only once every failing event has failed its first attempt and
+    // waits for its retry: they are in flight.
+    let retrying = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("attempt failed, will retry") && l.contains("plugin=\"flaky\""))
+            .count() as u64
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while retrying(&host.output()) < N / 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every failing event is waiting for its retry:\n{}",
+            host.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, log) = host.stop();
+    assert!(status.success(), "weir up exited {status:?}:\n{log}");
+    assert_eq!(
+        retrying(&log),
+        N / 2,
+        "each failing event failed once:\n{log}"
+    );
+
+    let t = |name: &str| total(&log, "flaky", name);
+    assert_eq!(t("received"), N, "{log}");
+    assert_eq!(t("succeeded"), N / 2, "the first-try successes finished");
+    assert_eq!(t("failed_attempts"), N / 2, "no retry ran after SIGTERM");
+    assert_eq!(t("dead_lettered"), N / 2, "the failures were dead-lettered");
+    assert_eq!(t("dead_letters_unstored"), 0);
+    rt.block_on(async {
+        wait_stream_count(&client, "DONE", N / 2).await;
+        wait_stream_count(&client, "WEIR_DLQ", N / 2).await;
+        let js = async_nats::jetstream::new(client.clone());
+        let dlq = js.get_stream("WEIR_DLQ").await.expect("dlq");
+        let mut payloads = Vec::new();
+        for seq in 1..=N / 2 {
+            let letter = dlq.get_raw_message(seq).await.expect("dead letter");
+            let get = |k: &str| letter.headers.get(k).map(|v| v.as_str().to_owned());
+            let error = get("Weir-Error").unwrap_or_default();
+            assert!(
+                error.contains("not retried: the host is shutting down"),
+                "{error}"
+            );
+            let attempts: u32 = get("Weir-Attempts")
+                .and_then(|a| a.parse().ok())
+                .expect("Weir-Attempts");
+            assert!(attempts < 3, "attempts {attempts} < max_attempts 3");
+            assert_eq!(get("Weir-Plugin").as_deref(), Some("flaky"));
+            payloads.push(
+                String::from_utf8_lossy(&letter.payload)
+                    .parse::<u64>()
+                    .expect("n"),
+            );
+        }
+        payloads.sort();
+        let odd: Vec<u64> = (0..N).filter(|i| i % 2 == 1).collect();
+        assert_eq!(payloads, odd, "the dead letters are the failing events");
     });
 }
 
@@ -216,6 +241,11 @@ fn sigterm_finishes_received_events() {
 /// plugins against it, and stops it on SIGTERM.
 #[test]
 fn weir_up_dev_starts_and_stops_its_own_server() {
+    // `--dev` starts its server on the port of `--nats`, so the test must
+    // name one: found free here and released. Should another process take
+    // it meanwhile, `weir up --dev` would use that server instead and the
+    // store check below fails loudly; there is no port the binary could
+    // report instead.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -225,8 +255,9 @@ fn weir_up_dev_starts_and_stops_its_own_server() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("mkdir");
     bundle_copy("echo", &plugins, |m| m);
-    let mut child = Command::new(WEIR)
-        .args([
+    let data = dir.path().join("data");
+    let host = WeirProcess::start(
+        &[
             "up",
             "--dev",
             "--nats",
@@ -234,12 +265,10 @@ fn weir_up_dev_starts_and_stops_its_own_server() {
             "--plugins",
             path(&plugins),
             "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir up --dev");
+            path(&data),
+        ],
+        &[("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))],
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -269,13 +298,8 @@ fn weir_up_dev_starts_and_stops_its_own_server() {
             "the dev server keeps its store in --data-dir"
         );
     });
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let status = child.wait().expect("exit");
-    assert!(status.success(), "{status:?}");
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status:?}:\n{log}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the dev server stopped with the host"

@@ -244,16 +244,16 @@ async fn isolation_modes_fresh_warm_and_recycled() {
         async move {
             let mut h = async_nats::HeaderMap::new();
             h.insert("crash", if crash { "yes" } else { "no" });
-            let reply = client
+            client
                 .request_with_headers(subject, h, "".into())
                 .await
-                .expect("reply");
-            String::from_utf8_lossy(&reply.payload).to_string()
+                .expect("reply")
         }
     };
+    let count = |reply: async_nats::Message| String::from_utf8_lossy(&reply.payload).to_string();
     let mut fresh_counts = Vec::new();
     for _ in 0..4 {
-        fresh_counts.push(ask("test.counter", false).await);
+        fresh_counts.push(count(ask("test.counter", false).await));
     }
     assert_eq!(
         fresh_counts,
@@ -263,7 +263,7 @@ async fn isolation_modes_fresh_warm_and_recycled() {
 
     let mut warm_counts = Vec::new();
     for _ in 0..5 {
-        warm_counts.push(ask("test.counter-reuse", false).await);
+        warm_counts.push(count(ask("test.counter-reuse", false).await));
     }
     assert_eq!(
         warm_counts,
@@ -271,12 +271,20 @@ async fn isolation_modes_fresh_warm_and_recycled() {
         "recycled after 3 events"
     );
     // A trap discards the warm instance: the next event starts from 1.
+    // The crash answers with an error reply (NATS services convention).
     let crashed = ask("test.counter-reuse", true).await;
     assert_eq!(
-        crashed, "",
-        "a crash answers with an error reply (empty payload)"
+        header(&crashed, "Nats-Service-Error-Code").as_deref(),
+        Some("500"),
+        "{:?}",
+        crashed.headers
     );
-    assert_eq!(ask("test.counter-reuse", false).await, "1");
+    let error = header(&crashed, "Nats-Service-Error").unwrap_or_default();
+    assert!(
+        error.starts_with("trap: ") && error.contains("crashing as asked"),
+        "{error}"
+    );
+    assert_eq!(count(ask("test.counter-reuse", false).await), "1");
     host.stop().await.expect("clean stop");
 }
 

@@ -160,3 +160,76 @@ async fn wasi_denies_files_env_and_sockets() {
     assert_eq!(report["random_nonzero"], true, "{report}");
     host.stop().await.expect("clean stop");
 }
+
+/// No plugin publishes to the server's APIs or weir's dead-letter queue,
+/// grant or not: whoami (which publishes where its event asks) is refused
+/// each reserved subject as `forbidden-publish`, the dead letter naming that
+/// subject, and nothing reaches it; an ordinary subject still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_subjects_are_forbidden_publishes() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whoami = bundle_copy("whoami", dir.path(), |m| {
+        m.replace("[auth]\nissuers = [\"producers\"]\n", "")
+    });
+    let host = Host::start(&host_config(&server, &[whoami]))
+        .await
+        .expect("host starts");
+    assert_eq!(host.plugins().len(), 1, "refused: {:?}", host.refused());
+    const RESERVED: [&str; 4] = ["$KV.x.y", "$O.x.y", "weir.dlq.x", "$JS.API.x"];
+    let mut reached = Vec::new();
+    for target in RESERVED {
+        reached.push(RawCount::start(&client, target).await);
+    }
+    let mut dlq = client.subscribe("weir.dlq.whoami").await.expect("sub");
+    let mut seen = client.subscribe("auth.seen.>").await.expect("sub");
+    client.flush().await.expect("flush");
+    for target in RESERVED {
+        let payload = serde_json::json!({ "publish": target }).to_string();
+        client
+            .publish("auth.whoami.reserved", payload.into())
+            .await
+            .expect("publish");
+    }
+    client
+        .publish("auth.whoami.fine", "{}".into())
+        .await
+        .expect("publish");
+
+    let fine = collect(&mut seen, 1).await;
+    assert_eq!(fine[0].subject.as_str(), "auth.seen.fine");
+    let dead = collect(&mut dlq, RESERVED.len()).await;
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    for m in &dead {
+        assert_eq!(
+            header(m, "Weir-Error-Kind").as_deref(),
+            Some("forbidden-publish"),
+            "{:?}",
+            header(m, "Weir-Error")
+        );
+        assert_eq!(header(m, "Weir-Attempts").as_deref(), Some("1"));
+        let asked: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON payload");
+        let target = asked["publish"].as_str().expect("target").to_owned();
+        refused.insert(target, header(m, "Weir-Error").expect("Weir-Error"));
+    }
+    assert_eq!(
+        refused.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut all = RESERVED.to_vec();
+            all.sort();
+            all
+        },
+        "one dead letter per reserved subject"
+    );
+    for (target, error) in &refused {
+        assert!(
+            error.contains(&format!("may not publish to {target:?}")),
+            "{target}: {error}"
+        );
+    }
+    host.stop().await.expect("clean stop");
+    for (target, mut count) in RESERVED.into_iter().zip(reached) {
+        assert_eq!(count.count().await, 0, "a message reached {target}");
+    }
+}

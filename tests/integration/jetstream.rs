@@ -3,9 +3,10 @@
 //! killed mid-stream, SIGTERM) with exact counts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use weir_host::host::Host;
+use weir_host::plugin::Stats;
 
 use crate::support::*;
 
@@ -45,13 +46,24 @@ async fn outputs_are_stored_once_and_events_acked() {
         .await
         .expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
-    const N: usize = 1000;
-    publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    let plugin = host.plugins()[0].clone();
+    let mut raw = RawCount::start(&client, "demo.echoed.>").await;
+    const N: u64 = 1000;
+    publish_js(&client, N as usize, |i| format!("demo.echo.{i}")).await;
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_consumer_idle(&client, "ECHO_IN").await;
     host.stop().await.expect("clean stop");
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_stream_count(&client, "WEIR_DLQ", 0).await;
+    // Not only the stream's dedupe: with no fault, weir itself received,
+    // ran and published each event exactly once.
+    let s = &plugin.stats;
+    let get = Stats::get;
+    assert_eq!(raw.count().await, N, "raw publishes on demo.echoed.>");
+    assert_eq!(get(&s.received), N, "deliveries");
+    assert_eq!(get(&s.succeeded), N, "handler runs that published");
+    assert_eq!(get(&s.failed_attempts), 0);
+    assert_eq!(get(&s.outputs_unconfirmed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +100,15 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     wait_consumer_idle(&client, "FLAKY_IN").await;
 
     let done = js.get_stream("DONE").await.expect("stream");
+    let input = js.get_stream("FLAKY_IN").await.expect("stream");
+    let stored = |m: &async_nats::jetstream::message::StreamMessage| m.time;
     let mut attempts = Vec::new();
+    let mut b_done = None;
     for seq in 1..=2 {
         let m = done.get_raw_message(seq).await.expect("output");
+        if m.payload == "b".as_bytes() {
+            b_done = Some(stored(&m));
+        }
         attempts.push((
             String::from_utf8_lossy(&m.payload).to_string(),
             m.headers.get("attempt").map(|v| v.as_str().to_owned()),
@@ -117,16 +135,24 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
         Some("test.flaky.c")
     );
     assert_eq!(get("Weir-Event-Id").as_deref(), Some("FLAKY_IN:3"));
-    // The delays were the configured ones: 200 + 400 ms between the first
-    // delivery (the stored time) and the last attempt.
-    let seen = |k: &str| humantime::parse_rfc3339(&get(k).expect(k)).expect("rfc3339");
-    let spread = seen("Weir-Last-Seen")
-        .duration_since(seen("Weir-First-Seen"))
-        .expect("ordered");
-    assert!(
-        spread >= std::time::Duration::from_millis(600),
-        "backoff honoured: {spread:?}"
-    );
+    // The delays were the configured ones, by the server's clock alone: from
+    // the event's stored time to its output (b) or its dead letter (c), both
+    // stored after two delayed naks: at least 200 + 400 ms, and less than one
+    // ack_wait (10 s). A host that let the deliveries time out instead of
+    // naking with a delay would take two ack_waits (20 s and more).
+    let ack_wait_ms = 10_000;
+    for (name, seq, end) in [
+        ("b", 2, b_done.expect("b's output")),
+        ("c", 3, stored(&dead)),
+    ] {
+        let event = input.get_raw_message(seq).await.expect("event");
+        assert_eq!(event.payload, name.as_bytes());
+        let span = (end - stored(&event)).whole_milliseconds();
+        assert!(
+            (600..ack_wait_ms).contains(&span),
+            "{name}: {span} ms from stored to its end, not 600 ms to one ack_wait"
+        );
+    }
 
     // Replay: back on the original subject with the original headers, the
     // entry gone from the DLQ; (still failing) it is dead-lettered anew.
@@ -150,7 +176,6 @@ async fn retries_nak_with_backoff_then_dead_letter_and_replay() {
     let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(replayed["replayed"], serde_json::json!([1]));
     wait_stream_count(&client, "FLAKY_IN", 4).await;
-    let input = js.get_stream("FLAKY_IN").await.expect("stream");
     let again = input.get_raw_message(4).await.expect("replayed event");
     assert_eq!(again.subject.as_str(), "test.flaky.c");
     assert_eq!(
@@ -205,29 +230,36 @@ async fn two_hosts_share_one_durable() {
     let b = Host::start(&host_config(&server, &[echo]))
         .await
         .expect("b");
-    const N: usize = 2000;
-    publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    let (pa, pb) = (a.plugins()[0].clone(), b.plugins()[0].clone());
+    let mut raw = RawCount::start(&client, "demo.echoed.>").await;
+    const N: u64 = 2000;
+    publish_js(&client, N as usize, |i| format!("demo.echo.{i}")).await;
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_consumer_idle(&client, "ECHO_IN").await;
-    let handled = |h: &Host| {
-        h.plugins()[0]
-            .stats
-            .succeeded
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let (ha, hb) = (handled(&a), handled(&b));
     a.stop().await.expect("stop a");
     b.stop().await.expect("stop b");
+    let get = |p: &weir_host::plugin::Plugin, c: fn(&Stats) -> &std::sync::atomic::AtomicU64| {
+        Stats::get(c(&p.stats))
+    };
+    let (ha, hb) = (get(&pa, |s| &s.succeeded), get(&pb, |s| &s.succeeded));
     assert_eq!(
-        ha + hb,
-        N as u64,
-        "nothing handled twice while both hosts were up"
+        get(&pa, |s| &s.received) + get(&pb, |s| &s.received),
+        N,
+        "each event delivered to one host, once"
+    );
+    assert_eq!(ha + hb, N, "nothing handled twice while both hosts were up");
+    assert_eq!(
+        raw.count().await,
+        N,
+        "raw publishes: no duplicate for the output stream's dedupe to hide"
     );
     assert!(ha > 0 && hb > 0, "both hosts took work: {ha} and {hb}");
 }
 
 /// 10k events; the NATS server is killed (SIGKILL) mid-stream and restarted
-/// on the same store: every event is handled, every output stored once.
+/// on the same store, with the default max_attempts: every event is handled,
+/// every output stored once, and the host ran each event at most once per
+/// delivery it got (its duplicates come only from redeliveries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_stream_loses_nothing() {
     let mut server = NatsServer::start();
@@ -235,42 +267,51 @@ async fn server_killed_mid_stream_loses_nothing() {
     create_stream(&client, "ECHO_IN", &["demo.echo.>"]).await;
     create_stream(&client, "ECHOED", &["demo.echoed.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let echo = jetstream_bundle(
-        "echo",
-        dir.path(),
-        "ECHO_IN",
-        "[retry]\nmax_attempts = 20\n",
-    );
-    const N: usize = 10_000;
-    publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
+    let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
+    const N: u64 = 10_000;
+    publish_js(&client, N as usize, |i| format!("demo.echo.{i}")).await;
     let host = Host::start(&host_config(&server, &[echo]))
         .await
         .expect("host starts");
+    let plugin = host.plugins()[0].clone();
     // Let it get going, then pull the plug.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while stream_count(&client, "ECHOED").await < (N / 5) as u64 {
+    while stream_count(&client, "ECHOED").await < N / 5 {
         assert!(tokio::time::Instant::now() < deadline, "no progress");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    let left = unfinished(&client, "ECHO_IN").await;
     server.kill();
+    assert!(left > 0, "the kill caught no unfinished work");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     server.restart();
     let client = server.client().await;
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_consumer_idle(&client, "ECHO_IN").await;
     host.stop().await.expect("clean stop");
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_stream_count(&client, "WEIR_DLQ", 0).await;
-}
-
-fn weir_up(config: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["up", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir up")
+    // A core subscriber misses what is published while the server is down,
+    // so the host's own counts stand for raw publishes here: one output per
+    // successful run, and a run whose outputs went unconfirmed may have
+    // published too. Each delivery runs at most once, so every output beyond
+    // N (deduped by the stream) came from one of the received - N
+    // redeliveries.
+    let s = &plugin.stats;
+    let get = Stats::get;
+    let (received, succeeded) = (get(&s.received), get(&s.succeeded));
+    let unconfirmed = get(&s.outputs_unconfirmed);
+    assert!(succeeded >= N, "{succeeded} runs published for {N} events");
+    assert!(
+        succeeded + unconfirmed <= received,
+        "runs that published ({succeeded} + {unconfirmed} unconfirmed) exceed deliveries ({received})"
+    );
+    assert_eq!(get(&s.dead_lettered), 0, "none exhausted its attempts");
+    eprintln!(
+        "server kill: {} redeliveries, {} extra runs, {unconfirmed} unconfirmed",
+        received - N,
+        succeeded - N
+    );
 }
 
 pub(crate) fn write_config(server: &NatsServer, dir: &Path, bundle: &Path) -> PathBuf {
@@ -290,7 +331,9 @@ pub(crate) fn write_config(server: &NatsServer, dir: &Path, bundle: &Path) -> Pa
 
 /// A host process is killed (SIGKILL) mid-stream and started again: nothing
 /// is lost, no output doubled; then SIGTERM under load: in-flight events
-/// finish or are handed back, and a restart finishes the rest.
+/// finish or are handed back, and a restart finishes the rest. Beyond the
+/// output stream's dedupe, the raw publishes and the hosts' own totals show
+/// that only redelivered events were run twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_killed_or_stopped_mid_stream_loses_nothing() {
     let server = NatsServer::start();
@@ -300,10 +343,11 @@ async fn host_killed_or_stopped_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = jetstream_bundle("echo", dir.path(), "ECHO_IN", "");
     let config = write_config(&server, dir.path(), &echo);
-    const N: usize = 10_000;
-    publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
-
-    let mut host = weir_up(&config);
+    let config = config.to_str().expect("utf-8 path");
+    const N: u64 = 10_000;
+    publish_js(&client, N as usize, |i| format!("demo.echo.{i}")).await;
+    let mut raw = RawCount::start(&client, "demo.echoed.>").await;
+    let up = || WeirProcess::start(&["up", "--config", config], &[("WEIR_LOG", "info")]);
     let progress = |at: u64| {
         let client = client.clone();
         async move {
@@ -314,28 +358,73 @@ async fn host_killed_or_stopped_mid_stream_loses_nothing() {
             }
         }
     };
-    progress(N as u64 / 5).await;
-    host.kill().expect("SIGKILL the host");
-    host.wait().expect("reaped");
 
-    let mut host = weir_up(&config);
-    progress(N as u64 / 2).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &host.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let status = host.wait().expect("exit");
-    assert!(status.success(), "graceful exit after SIGTERM: {status:?}");
+    // 1. SIGKILL with deliveries in hand.
+    let first = up();
+    progress(N / 5).await;
+    let before = unfinished(&client, "ECHO_IN").await;
+    let log = first.kill();
+    assert!(before > 0, "the kill caught no unfinished work");
+    let info = consumer_info(&client, "ECHO_IN").await;
+    let (undelivered, unacked) = (info.num_pending, info.num_ack_pending as u64);
+    assert!(
+        unacked > 0,
+        "the killed host held no unacknowledged delivery:\n{log}"
+    );
+    let raw_first = raw.count().await;
+    let stored_first = stream_count(&client, "ECHOED").await;
+    assert_eq!(
+        raw_first, stored_first,
+        "before any fault, each event published once"
+    );
 
-    let mut host = weir_up(&config);
-    wait_stream_count(&client, "ECHOED", N as u64).await;
+    // 2. SIGTERM mid-stream.
+    let second = up();
+    progress(N / 2).await;
+    let before = unfinished(&client, "ECHO_IN").await;
+    let (status, log2) = second.stop();
+    assert!(
+        status.success(),
+        "graceful exit after SIGTERM: {status:?}\n{log2}"
+    );
+    assert!(before > 0, "the stop caught no unfinished work");
+    let raw_second = raw.count().await - raw_first;
+
+    // 3. The rest.
+    let third = up();
+    wait_stream_count(&client, "ECHOED", N).await;
     wait_consumer_idle(&client, "ECHO_IN").await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &host.id().to_string()])
-        .status();
-    let _ = host.wait();
+    let (status, log3) = third.stop();
+    assert!(status.success(), "graceful exit: {status:?}\n{log3}");
     wait_stream_count(&client, "WEIR_DLQ", 0).await;
+    let raw_total = raw.count().await;
+    let raw_third = raw_total - raw_first - raw_second;
+
+    let t = |log: &str, name: &str| total(log, "echo", name);
+    for (log, raw) in [(&log2, raw_second), (&log3, raw_third)] {
+        assert_eq!(
+            t(log, "received"),
+            t(log, "succeeded") + t(log, "handed_back"),
+            "every delivery finished or handed back:\n{log}"
+        );
+        assert_eq!(t(log, "succeeded"), raw, "one publish per run:\n{log}");
+        assert_eq!(t(log, "dead_lettered"), 0, "{log}");
+    }
+    // What the kill left (never delivered, or delivered and unacknowledged)
+    // all reached the later hosts; those beyond the never-delivered ones are
+    // redeliveries, and only they may publish a second time.
+    let later = t(&log2, "received") + t(&log3, "received");
+    assert!(
+        later >= undelivered + unacked,
+        "{later} deliveries after the kill, {undelivered} + {unacked} left"
+    );
+    let redeliveries = later - undelivered;
+    assert!(raw_total >= N, "{raw_total} raw publishes for {N} events");
+    assert!(
+        raw_total - N <= redeliveries,
+        "{} duplicate publishes, {redeliveries} redeliveries",
+        raw_total - N
+    );
 }
 
 /// An operator deletes the durable consumer under a running host: the host

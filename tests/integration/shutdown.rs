@@ -5,42 +5,6 @@
 use crate::jetstream::{publish_js, write_config};
 use crate::support::*;
 
-/// `name=<n>` from the "plugin totals" line of a host's log.
-fn total(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("plugin totals"))
-        .unwrap_or_else(|| panic!("no plugin totals in:\n{log}"));
-    let key = format!(" {name}=");
-    let at = line
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
-        + key.len();
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
-}
-
-async fn consumer_state(client: &async_nats::Client, stream: &str) -> (u64, usize) {
-    use futures::StreamExt as _;
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream");
-    let name = stream
-        .consumer_names()
-        .next()
-        .await
-        .expect("a consumer")
-        .expect("its name");
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("consumer info");
-    (info.num_pending, info.num_ack_pending)
-}
-
 /// A deep backlog, a small max_in_flight, SIGTERM mid-stream: the host hands
 /// back what it pulled and did not start (before, messages already pulled
 /// into the client were dropped and sat until ack_wait), and a second host
@@ -77,11 +41,12 @@ async fn sigterm_hands_back_every_delivery_not_started() {
     }
     let (status, log) = first.stop();
     assert!(status.success(), "graceful exit: {status:?}\n{log}");
-    let (pending, ack_pending) = consumer_state(&client, "ECHO_IN").await;
+    let info = consumer_info(&client, "ECHO_IN").await;
+    let (pending, ack_pending) = (info.num_pending, info.num_ack_pending);
     assert!(pending > 0, "the stop caught no unfinished work");
-    let first_handled = total(&log, "succeeded");
+    let first_handled = total(&log, "echo", "succeeded");
     assert!(
-        total(&log, "handed_back") > 0,
+        total(&log, "echo", "handed_back") > 0,
         "nothing was pulled and not started: the test proved nothing\n{log}"
     );
 
@@ -95,12 +60,12 @@ async fn sigterm_hands_back_every_delivery_not_started() {
     let (status, log) = second.stop();
     assert!(status.success(), "graceful exit: {status:?}\n{log}");
     assert_eq!(
-        first_handled + total(&log, "succeeded"),
+        first_handled + total(&log, "echo", "succeeded"),
         N,
         "every event handled exactly once across the two hosts"
     );
     assert_eq!(
-        total(&log, "received"),
+        total(&log, "echo", "received"),
         N - first_handled,
         "the second host received each unfinished event once ({ack_pending} were handed back)"
     );

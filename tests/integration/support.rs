@@ -488,6 +488,106 @@ pub async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
     }
 }
 
+/// Every message published on a subject, duplicates included, counted by a
+/// core subscriber: a stream's `Nats-Msg-Id` dedupe hides repeated publishes,
+/// this does not.
+pub struct RawCount {
+    client: async_nats::Client,
+    sub: async_nats::Subscriber,
+    seen: u64,
+}
+
+impl RawCount {
+    /// Subscribe to `subject` (wildcards allowed); counting starts once this
+    /// returns (the server has the subscription).
+    pub async fn start(client: &async_nats::Client, subject: &str) -> Self {
+        let sub = client
+            .subscribe(subject.to_owned())
+            .await
+            .expect("subscribe");
+        // A round trip: the subscription is registered before any publish.
+        round_trip(client).await;
+        Self {
+            client: client.clone(),
+            sub,
+            seen: 0,
+        }
+    }
+
+    /// Messages seen so far. Exact once every publisher has synced with the
+    /// server (a stopped in-process host, a `weir up` that exited or was
+    /// killed): a round trip on this connection comes back after everything
+    /// the server routed to it before, so all of that is already queued.
+    pub async fn count(&mut self) -> u64 {
+        use futures::FutureExt as _;
+        round_trip(&self.client).await;
+        // Unconstrained: tokio's cooperative budget would otherwise make a
+        // ready channel look empty after 128 polls.
+        while let Some(Some(_)) = tokio::task::unconstrained(self.sub.next()).now_or_never() {
+            self.seen += 1;
+        }
+        self.seen
+    }
+}
+
+/// Publish to a fresh inbox of `client` and wait for it to come back: every
+/// message the server sent this connection before it has been read.
+async fn round_trip(client: &async_nats::Client) {
+    let inbox = client.new_inbox();
+    let mut marker = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .expect("publish marker");
+    collect(&mut marker, 1).await;
+}
+
+/// `name=<n>` from the "plugin totals" line of `plugin` in a `weir up` log.
+pub fn total(log: &str, plugin: &str, name: &str) -> u64 {
+    let tag = format!("plugin=\"{plugin}\"");
+    let line = log
+        .lines()
+        .find(|l| l.contains("plugin totals") && l.contains(&tag))
+        .unwrap_or_else(|| panic!("no plugin totals of {plugin} in:\n{log}"));
+    let key = format!(" {name}=");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
+}
+
+/// The info of the one consumer on `stream`: `num_pending` (not yet
+/// delivered), `num_ack_pending` (delivered, not acknowledged), ...
+pub async fn consumer_info(
+    client: &async_nats::Client,
+    stream: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(stream).await.expect("stream");
+    let name = stream
+        .consumer_names()
+        .next()
+        .await
+        .expect("a consumer")
+        .expect("its name");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+        .await
+        .expect("consumer");
+    consumer.info().await.expect("consumer info").clone()
+}
+
+/// Events of `stream` not yet finished: undelivered plus unacknowledged.
+pub async fn unfinished(client: &async_nats::Client, stream: &str) -> u64 {
+    let info = consumer_info(client, stream).await;
+    info.num_pending + info.num_ack_pending as u64
+}
+
 /// The `weir` binary built with these tests.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -604,6 +704,19 @@ impl WeirProcess {
     }
 }
 
+impl WeirProcess {
+    /// SIGKILL and reap: no shutdown, no totals; the output up to then.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL weir");
+        child.wait().expect("reap weir");
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.output()
+    }
+}
+
 impl Drop for WeirProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -649,6 +762,11 @@ impl NatsCluster {
         // Routes must name every node's cluster port before any node starts,
         // so these (unlike client ports) are picked here: bound, released and
         // handed over at once; a clash makes a node fail to start, loudly.
+        // Letting each node pick its own (`cluster { listen: 127.0.0.1:-1 }`)
+        // and routing later nodes to earlier ones does not work on
+        // nats-server 2.9: the first node, having no routes yet, exits with
+        // "Can't start JetStream: JetStream cluster requires configured
+        // routes or solicited leafnode for the system account".
         let cluster_ports: Vec<u16> = (0..size)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()
