@@ -452,12 +452,17 @@ async fn a_deleted_consumer_is_bound_again() {
         names.next().await.expect("one consumer").expect("name")
     };
     // nats-server 2.9 can fail a delete while the consumer's store is being
-    // written ("unlinkat ...: directory not empty"): ask again.
+    // written ("unlinkat ...: directory not empty") and yet remove the
+    // consumer: ask again, and a "not found" then means it is gone.
     let mut deleted = false;
     for _ in 0..10 {
         match stream.delete_consumer(&durable).await {
             Ok(answer) => {
                 deleted = answer.success;
+                break;
+            }
+            Err(e) if e.to_string().contains("not found") => {
+                deleted = true;
                 break;
             }
             Err(e) => {
