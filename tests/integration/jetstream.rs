@@ -10,7 +10,7 @@ use weir_host::host::Host;
 use crate::support::*;
 
 /// A copy of `name` whose every subscription is a JetStream one on `stream`.
-fn jetstream_bundle(name: &str, dir: &Path, stream: &str, extra: &str) -> PathBuf {
+pub(crate) fn jetstream_bundle(name: &str, dir: &Path, stream: &str, extra: &str) -> PathBuf {
     let stream = stream.to_owned();
     let extra = extra.to_owned();
     bundle_copy(name, dir, move |m| {
@@ -26,7 +26,11 @@ fn jetstream_bundle(name: &str, dir: &Path, stream: &str, extra: &str) -> PathBu
     })
 }
 
-async fn publish_js(client: &async_nats::Client, n: usize, subject: impl Fn(usize) -> String) {
+pub(crate) async fn publish_js(
+    client: &async_nats::Client,
+    n: usize,
+    subject: impl Fn(usize) -> String,
+) {
     let js = async_nats::jetstream::new(client.clone());
     let mut acks = Vec::new();
     for i in 0..n {
@@ -47,7 +51,7 @@ async fn publish_js(client: &async_nats::Client, n: usize, subject: impl Fn(usiz
 }
 
 /// Wait until the consumer has nothing pending and nothing unacknowledged.
-async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
+pub(crate) async fn wait_consumer_idle(client: &async_nats::Client, stream: &str) {
     let js = async_nats::jetstream::new(client.clone());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {

@@ -24,3 +24,5 @@ mod loading;
 mod malformed;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
 mod servers;
+/// Issue 16: a JetStream pull stream that stopped mid-stream, and the watchdog.
+mod stall;
