@@ -7,6 +7,10 @@
 //! - weir with the `trivial` plugin, `isolation = "event"` and `"reuse"`,
 //!   `max_in_flight = 64`.
 //!
+//! Each is run `WEIR_BENCH_RUNS` times (default 5), the three interleaved, and
+//! printed as the median with the min and max beside it, so an outlier (a
+//! stalled pull, issue 16) shows instead of hiding in one figure.
+//!
 //! `cargo bench -p weir-host --bench jetstream` (plugins built first:
 //! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000).
 
@@ -226,6 +230,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    let runs: usize = std::env::var("WEIR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let server = start_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -235,28 +244,48 @@ fn main() {
     rt.block_on(async {
         let client = async_nats::connect(&server.url).await.expect("connect");
         let js = jetstream::new(client);
-        let mut rows = Vec::new();
-        for run in ["native", "event", "reuse"] {
-            reset_streams(&js).await;
-            fill(&js, n).await;
-            let elapsed = match run {
-                "native" => native(&js, n).await,
-                isolation => weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await,
-            };
-            let label = match run {
-                "native" => "native async-nats consumer".to_owned(),
-                iso => format!("weir, trivial plugin, isolation = {iso}"),
-            };
-            rows.push((label, n as f64 / elapsed.as_secs_f64()));
+        const MODES: [&str; 3] = ["native", "event", "reuse"];
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        for round in 1..=runs {
+            for (mode, run) in MODES.iter().enumerate() {
+                reset_streams(&js).await;
+                fill(&js, n).await;
+                let elapsed = match *run {
+                    "native" => native(&js, n).await,
+                    isolation => {
+                        weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await
+                    }
+                };
+                let rate = n as f64 / elapsed.as_secs_f64();
+                println!("  round {round}/{runs}, {run}: {rate:.0} events/s");
+                rates[mode].push(rate);
+            }
         }
         println!();
         println!(
-            "JetStream end to end: {n} events, {IN_FLIGHT} in flight, ack after stored output"
+            "JetStream end to end: {n} events, {IN_FLIGHT} in flight, ack after stored output, {runs} runs each"
         );
-        println!("{:<44} {:>12} {:>10}", "", "events/s", "× native");
-        let native = rows[0].1;
-        for (label, rate) in rows {
-            println!("{label:<44} {rate:>12.0} {:>10.2}", rate / native);
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>10}",
+            "events/s", "median", "min", "max", "× native"
+        );
+        let spread: Vec<(f64, f64, f64)> = rates
+            .iter_mut()
+            .map(|r| {
+                r.sort_by(f64::total_cmp);
+                (r[r.len() / 2], r[0], r[r.len() - 1])
+            })
+            .collect();
+        let native = spread[0].0;
+        for (run, (median, min, max)) in MODES.iter().zip(spread) {
+            let label = match *run {
+                "native" => "native async-nats consumer".to_owned(),
+                iso => format!("weir, trivial plugin, isolation = {iso}"),
+            };
+            println!(
+                "{label:<44} {median:>10.0} {min:>10.0} {max:>10.0} {:>10.2}",
+                median / native
+            );
         }
     });
 }
