@@ -7,11 +7,16 @@
 //! - weir with the `trivial` plugin, `isolation = "event"` and `"reuse"`,
 //!   `max_in_flight = 64`.
 //!
+//! Each is run `WEIR_BENCH_RUNS` times (default 5), the three interleaved, and
+//! printed as the median with the min and max beside it, so an outlier (a
+//! stalled pull, issue 16) shows instead of hiding in one figure.
+//!
 //! `cargo bench -p weir-host --bench jetstream` (plugins built first:
 //! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -24,54 +29,6 @@ const OUT_STREAM: &str = "BENCH_OUT";
 const IN_SUBJECT: &str = "bench.trivial";
 const OUT_SUBJECT: &str = "bench.out";
 const IN_FLIGHT: usize = 64;
-
-struct Server {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// The child is killed and reaped by `Server`'s Drop.
-#[allow(clippy::zombie_processes)]
-fn start_server() -> Server {
-    let store = tempfile::tempdir().expect("store");
-    let child = Command::new("nats-server")
-        .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
-        .arg("--store_dir")
-        .arg(store.path())
-        .arg("--ports_file_dir")
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server (scripts/setup.sh installs it)");
-    let ports = store
-        .path()
-        .join(format!("nats-server_{}.ports", child.id()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(url) = std::fs::read_to_string(&ports)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["nats"][0].as_str().map(str::to_owned))
-        {
-            return Server {
-                child,
-                url,
-                _store: store,
-            };
-        }
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 async fn reset_streams(js: &jetstream::Context) {
     for (name, subject) in [(IN_STREAM, IN_SUBJECT), (OUT_STREAM, OUT_SUBJECT)] {
@@ -226,7 +183,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let server = start_server();
+    let runs: usize = std::env::var("WEIR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let server = common::start_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,28 +197,48 @@ fn main() {
     rt.block_on(async {
         let client = async_nats::connect(&server.url).await.expect("connect");
         let js = jetstream::new(client);
-        let mut rows = Vec::new();
-        for run in ["native", "event", "reuse"] {
-            reset_streams(&js).await;
-            fill(&js, n).await;
-            let elapsed = match run {
-                "native" => native(&js, n).await,
-                isolation => weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await,
-            };
-            let label = match run {
-                "native" => "native async-nats consumer".to_owned(),
-                iso => format!("weir, trivial plugin, isolation = {iso}"),
-            };
-            rows.push((label, n as f64 / elapsed.as_secs_f64()));
+        const MODES: [&str; 3] = ["native", "event", "reuse"];
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        for round in 1..=runs {
+            for (mode, run) in MODES.iter().enumerate() {
+                reset_streams(&js).await;
+                fill(&js, n).await;
+                let elapsed = match *run {
+                    "native" => native(&js, n).await,
+                    isolation => {
+                        weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await
+                    }
+                };
+                let rate = n as f64 / elapsed.as_secs_f64();
+                println!("  round {round}/{runs}, {run}: {rate:.0} events/s");
+                rates[mode].push(rate);
+            }
         }
         println!();
         println!(
-            "JetStream end to end: {n} events, {IN_FLIGHT} in flight, ack after stored output"
+            "JetStream end to end: {n} events, {IN_FLIGHT} in flight, ack after stored output, {runs} runs each"
         );
-        println!("{:<44} {:>12} {:>10}", "", "events/s", "× native");
-        let native = rows[0].1;
-        for (label, rate) in rows {
-            println!("{label:<44} {rate:>12.0} {:>10.2}", rate / native);
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>10}",
+            "events/s", "median", "min", "max", "× native"
+        );
+        let spread: Vec<(f64, f64, f64)> = rates
+            .iter_mut()
+            .map(|r| {
+                r.sort_by(f64::total_cmp);
+                (r[r.len() / 2], r[0], r[r.len() - 1])
+            })
+            .collect();
+        let native = spread[0].0;
+        for (run, (median, min, max)) in MODES.iter().zip(spread) {
+            let label = match *run {
+                "native" => "native async-nats consumer".to_owned(),
+                iso => format!("weir, trivial plugin, isolation = {iso}"),
+            };
+            println!(
+                "{label:<44} {median:>10.0} {min:>10.0} {max:>10.0} {:>10.2}",
+                median / native
+            );
         }
     });
 }

@@ -34,3 +34,5 @@ mod neighbours;
 mod servers;
 /// SIGTERM hands every delivery back and exits, spinning guests or not.
 mod shutdown;
+/// Issue 16: a JetStream pull stream that stopped mid-stream, and the watchdog.
+mod stall;

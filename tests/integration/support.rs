@@ -159,6 +159,27 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Replace the config file (see [`start_with_config`](Self::start_with_config))
+    /// and have the server reload it (SIGHUP); it applies authorization
+    /// changes to the clients already connected. A reload reads the file
+    /// alone, without the flags: the file gets the flags' JetStream store, or
+    /// the server would shut JetStream down (or refuse another store dir).
+    pub fn reload_config(&self, config: &str) {
+        let file = self.config.as_ref().expect("started with a config file");
+        let store = self.store.path().display();
+        std::fs::write(
+            file,
+            format!("jetstream {{ store_dir: \"{store}\" }}\n{config}"),
+        )
+        .expect("write server config");
+        let pid = self.child.as_ref().expect("running").id();
+        let hup = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(hup.success(), "kill -HUP {pid} failed");
+    }
+
     /// SIGKILL the server.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -377,9 +377,13 @@ async fn pull_until_stopped(
                     continue;
                 }
             };
-            last_arrival = Instant::now();
             match next {
                 Some(Ok(message)) => {
+                    // Only a message is progress. A stalled stream yields a
+                    // missed-heartbeat error every two heartbeats (no pull,
+                    // no heartbeats), just as the watchdog's spell ends:
+                    // counting those would keep the watchdog from ever firing.
+                    last_arrival = Instant::now();
                     Stats::bump(&feed.stats.received);
                     let inbound = match to_inbound(message, pull.progress_every, hand_backs) {
                         Ok(inbound) => inbound,
