@@ -71,6 +71,9 @@ pub struct DeadLetters {
     js: jetstream::Context,
     stream: Stream,
     prefix: String,
+    /// Which original subjects a stream captures: one list for a whole
+    /// `replay --all`, not a request per entry.
+    streams: crate::transport::StreamIndex,
 }
 
 impl DeadLetters {
@@ -86,6 +89,7 @@ impl DeadLetters {
             )
         })?;
         Ok(Self {
+            streams: crate::transport::StreamIndex::new(&client).await,
             client,
             js,
             stream,
@@ -171,7 +175,11 @@ impl DeadLetters {
         let headers = to_header_map(&entry.original_headers())?;
         // Through JetStream when a stream captures the subject (so the
         // replay is stored before the entry goes), else on core NATS.
-        if crate::transport::stream_captures(&self.js, &entry.original_subject).await? {
+        if self
+            .streams
+            .captures(&self.js, &entry.original_subject)
+            .await?
+        {
             self.js
                 .publish_with_headers(
                     entry.original_subject.clone(),

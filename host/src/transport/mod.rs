@@ -9,13 +9,13 @@ mod sink;
 mod streams;
 
 pub use sink::NatsSink;
+pub use streams::StreamIndex;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream as js;
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 
@@ -104,16 +104,6 @@ pub async fn sync_with_server(client: &Client) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
         Err(e) => Err(e).context("no answer from the NATS server"),
-    }
-}
-
-/// Whether a JetStream stream captures `subject`, as the server says.
-pub async fn stream_captures(js: &js::Context, subject: &str) -> anyhow::Result<bool> {
-    match js.stream_by_subject(subject).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == js::context::GetStreamByNameErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e)
-            .with_context(|| format!("cannot ask JetStream which stream captures {subject:?}")),
     }
 }
 
