@@ -11,7 +11,7 @@
 
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, stream};
 use futures::{FutureExt as _, StreamExt as _};
 use weir_host::host::Host;
 use weir_host::plugin::Stats;
@@ -45,15 +45,7 @@ async fn publish_stored(client: &async_nats::Client, subject: &str, n: usize) {
 
 /// The only consumer of `stream`: (num_pending, num_ack_pending).
 async fn consumer_state(client: &async_nats::Client, stream: &str) -> (u64, usize) {
-    let js = jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream");
-    let mut names = stream.consumer_names();
-    let name = names.next().await.expect("a consumer").expect("its name");
-    let mut consumer = stream
-        .get_consumer::<pull::Config>(&name)
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("consumer info");
+    let info = consumer_info(client, stream).await;
     (info.num_pending, info.num_ack_pending)
 }
 

@@ -438,11 +438,30 @@ pub fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
         .map(|v| v.as_str().to_owned())
 }
 
-/// The number of messages in a JetStream stream.
+/// The number of messages in a JetStream stream. A JetStream API that does
+/// not answer (a loaded box, a server just restarted or reloaded) is asked
+/// again until PATIENCE runs out.
 pub async fn stream_count(client: &async_nats::Client, stream: &str) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.expect("stream exists");
-    stream.info().await.expect("stream info").state.messages
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let info = match js.get_stream(stream).await {
+            Ok(mut found) => found
+                .info()
+                .await
+                .map(|i| i.state.messages)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match info {
+            Ok(count) => return count,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "stream {stream}: no answer from JetStream: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Wait until a stream holds exactly `expected` messages: core publishes are
