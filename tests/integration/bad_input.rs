@@ -109,7 +109,9 @@ async fn a_malformed_jetstream_event_is_dead_lettered_and_terminated() {
         .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ECHO_IN.>")
         .await
         .expect("subscribe");
-    client.flush().await.expect("flush");
+    weir_host::transport::sync_with_server(&client)
+        .await
+        .expect("round trip");
     let host = Host::start(&config).await.expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
     let echo = host.plugins()[0].clone();

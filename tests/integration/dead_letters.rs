@@ -100,7 +100,9 @@ async fn a_refusing_dlq_keeps_events_in_their_stream_until_it_accepts() {
         .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>")
         .await
         .expect("subscribe");
-    client.flush().await.expect("flush");
+    weir_host::transport::sync_with_server(&client)
+        .await
+        .expect("round trip");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bundle = reject_bundle(dir.path(), "reject-js", Some("REJECT_IN"));

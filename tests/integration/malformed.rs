@@ -108,7 +108,10 @@ async fn core_subscriber_gets_malformed_headers_and_stays_connected() {
         .subscribe("malformed.service")
         .await
         .expect("subscribe");
-    client.flush().await.expect("flush");
+    // A round trip: the SUBs are registered before another connection publishes.
+    weir_host::transport::sync_with_server(&client)
+        .await
+        .expect("round trip");
 
     let payloads: Vec<String> = (0..MALFORMED.len())
         .map(|i| format!("payload {i}"))

@@ -94,7 +94,9 @@ async fn distinct_output_subjects_cost_no_api_request_each() {
         .await
         .expect("subscribe");
     let mut outputs = watcher.subscribe("demo.echoed.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
+    weir_host::transport::sync_with_server(&watcher)
+        .await
+        .expect("round trip");
 
     const N: usize = 10_000;
     publish_js(&client, N, |i| format!("demo.echo.{i}")).await;
