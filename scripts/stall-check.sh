@@ -2,8 +2,8 @@
 # Issue 16's check: RUNS runs (default 50) per isolation mode (event, reuse)
 # of a release `weir up` relaying 20,000 preloaded JetStream events of 128 B
 # (stream IN, `in.>`, through plugins/relay to stream OUT, `out.>`,
-# max_in_flight 64), each against its own nats-server (the one on PATH, a
-# store dir of its own). Prints each run's longest window without a new output
+# max_in_flight 64), each against its own nats-server ($WEIR_NATS_SERVER, else the pinned one
+# scripts/setup.sh installs, a store dir of its own). Prints each run's longest window without a new output
 # and exits 1 if any reaches 3 s. Sequential: one server and one host at once.
 #
 # Usage: scripts/stall-check.sh [RUNS] [more stall-check options, e.g.
@@ -21,6 +21,9 @@ test -f plugins/relay/relay.wasm || {
     echo "plugins/relay/relay.wasm is missing: run scripts/build-plugins.sh" >&2
     exit 2
 }
+if [ -z "${WEIR_NATS_SERVER:-}" ] && [ -x target/nats-server/bin/nats-server ]; then
+    export WEIR_NATS_SERVER="$PWD/target/nats-server/bin/nats-server"
+fi
 # Two builds, so the host binary is built with exactly its own features.
 cargo build --release -p weir-host --bin weir
 cargo build --release -p weir-stall-check

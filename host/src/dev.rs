@@ -1,5 +1,6 @@
 //! `weir up --dev`: start a local nats-server with JetStream when none answers
-//! at the configured URL, and stop it when the host stops.
+//! at the configured URL, and stop it when the host stops; and which
+//! nats-server binary weir, its tests and its benches start.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,30 @@ impl Drop for DevServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The environment variable naming the nats-server binary to start.
+pub const SERVER_ENV: &str = "WEIR_NATS_SERVER";
+
+/// Where `scripts/setup.sh` installs the pinned nats-server, under the
+/// checkout weir was built from.
+const PROJECT_SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/nats-server/bin/nats-server"
+);
+
+/// The nats-server binary to start: `$WEIR_NATS_SERVER` when set, else the
+/// pinned one `scripts/setup.sh` installs into the checkout's
+/// `target/nats-server/` when it is there, else `nats-server` on the PATH.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(SERVER_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let project = Path::new(PROJECT_SERVER);
+    if project.is_file() {
+        return project.to_path_buf();
+    }
+    PathBuf::from("nats-server")
 }
 
 fn answers(addr: &SocketAddr) -> bool {
@@ -66,7 +91,8 @@ pub fn ensure_nats(servers: &ServerUrls, data_dir: &Path) -> anyhow::Result<Opti
     let store_dir = data_dir.join("nats");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("cannot create {}", store_dir.display()))?;
-    let child = Command::new("nats-server")
+    let binary = nats_server_binary();
+    let child = Command::new(&binary)
         .args([
             "--jetstream",
             "--addr",
@@ -81,7 +107,13 @@ pub fn ensure_nats(servers: &ServerUrls, data_dir: &Path) -> anyhow::Result<Opti
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start nats-server (install it: `apt-get install nats-server`)")?;
+        .with_context(|| {
+            format!(
+                "cannot start {} (scripts/setup.sh installs one into target/nats-server; \
+                 ${SERVER_ENV} names another)",
+                binary.display()
+            )
+        })?;
     let server = DevServer {
         child,
         url: format!("nats://{host}:{port}"),
@@ -94,7 +126,7 @@ pub fn ensure_nats(servers: &ServerUrls, data_dir: &Path) -> anyhow::Result<Opti
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    tracing::info!(url = %server.url, store = %server.store_dir.display(), "started a local nats-server with JetStream (--dev)");
+    tracing::info!(url = %server.url, store = %server.store_dir.display(), binary = %binary.display(), "started a local nats-server with JetStream (--dev)");
     Ok(Some(server))
 }
 

@@ -107,7 +107,7 @@ impl NatsServer {
         } else {
             self.port.to_string()
         };
-        let mut command = Command::new("nats-server");
+        let mut command = Command::new(weir_host::dev::nats_server_binary());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
@@ -124,7 +124,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server must be installed (scripts/test.sh installs it)");
+            .expect("nats-server must be installed (scripts/setup.sh installs it; WEIR_NATS_SERVER names another)");
         let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -62,7 +62,7 @@ impl Drop for Server {
 pub fn start_server() -> Server {
     use std::time::{Duration, Instant};
     let store = tempfile::tempdir().expect("store");
-    let child = std::process::Command::new("nats-server")
+    let child = std::process::Command::new(weir_host::dev::nats_server_binary())
         .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
         .arg("--store_dir")
         .arg(store.path())

@@ -5,6 +5,7 @@
 
 pub mod core;
 pub mod jetstream;
+pub mod server;
 mod sink;
 mod streams;
 
@@ -93,7 +94,16 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += Duration::from_millis(100);
     }
+    let info = client.server_info();
+    let features =
+        server::Features::of(&info.version).with_context(|| format!("the NATS server at {url}"))?;
+    server::announce(&features, &info.server_name);
     Ok(client)
+}
+
+/// What the server this client is connected to offers (see [`server`]).
+pub fn features(client: &Client) -> anyhow::Result<server::Features> {
+    server::Features::of(&client.server_info().version)
 }
 
 /// Wait until the server has processed everything sent so far on `client`

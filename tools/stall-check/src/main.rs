@@ -69,10 +69,11 @@ impl Drop for Killed {
     }
 }
 
-/// A nats-server (the one on PATH) with JetStream in `store`, on a port it
+/// A nats-server (`$WEIR_NATS_SERVER`, else the one on PATH) with JetStream in `store`, on a port it
 /// picks itself and reports in its ports file.
 fn start_server(store: &Path) -> anyhow::Result<(Killed, String)> {
-    let child = Command::new("nats-server")
+    let binary = std::env::var_os("WEIR_NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+    let child = Command::new(binary)
         .args(["--jetstream", "--addr", "127.0.0.1", "--port", "-1"])
         .arg("--store_dir")
         .arg(store)
