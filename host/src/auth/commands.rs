@@ -1,5 +1,5 @@
 //! `weir keys gen`, `weir grant sign|verify`, `weir token issue`: their
-//! arguments and bodies. cli.rs only routes to them.
+//! arguments and bodies. The `cli` module only routes to them.
 
 use std::io::Write as _;
 use std::path::PathBuf;
