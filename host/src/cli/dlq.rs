@@ -5,26 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{ConfigArgs, connect_cli, load_config};
+use super::{GlobalArgs, connect_cli, load_config};
 use crate::telemetry;
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// NATS server URL(s), comma separated (replaces nats.url).
-    #[arg(
-        long,
-        env = "WEIR_NATS_URL",
-        value_name = "URL[,URL...]",
-        global = true
-    )]
-    pub nats: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,16 +45,16 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init("warn", false);
-    let config = load_config(&args.config)?;
-    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
+pub async fn dlq(args: DlqArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(&telemetry::command_filter(global.verbose), false);
+    let config = load_config(global)?;
+    let client = connect_cli(global).await?;
     let mut dead = crate::dlq::DeadLetters::open(client, &config.dead_letter).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
         DlqCommand::List { plugin } => {
             let entries = dead.list(plugin.as_deref()).await?;
-            if args.json {
+            if global.json {
                 serde_json::to_writer_pretty(&mut out, &entries)?;
                 writeln!(out)?;
             } else {
@@ -89,7 +76,7 @@ pub async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Show { id } => {
             let entry = dead.get(id).await?;
-            if args.json {
+            if global.json {
                 serde_json::to_writer_pretty(&mut out, &entry)?;
                 writeln!(out)?;
             } else {
@@ -113,11 +100,11 @@ pub async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
             for entry in &entries {
                 dead.replay(entry).await?;
                 replayed.push(entry.id);
-                if !args.json {
+                if !global.json {
                     writeln!(out, "replayed {} to {}", entry.id, entry.original_subject)?;
                 }
             }
-            if args.json {
+            if global.json {
                 writeln!(out, "{}", serde_json::json!({ "replayed": replayed }))?;
             }
         }
@@ -125,7 +112,7 @@ pub async fn dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
             let purged = dead
                 .purge(if all { None } else { plugin.as_deref() })
                 .await?;
-            if args.json {
+            if global.json {
                 writeln!(out, "{}", serde_json::json!({ "purged": purged }))?;
             } else {
                 writeln!(out, "purged {purged} dead letters")?;

@@ -39,6 +39,8 @@ use up::UpArgs;
     about = "A host for WebAssembly event handlers on NATS"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,11 +67,32 @@ pub enum Command {
     New(crate::scaffold::NewArgs),
 }
 
+/// Flags every command takes, before or after its name: `weir --json dlq
+/// list` and `weir dlq list --json` are the same. A command that has no use
+/// for one (`weir keys gen --nats ...`) ignores it.
 #[derive(Debug, Args)]
-pub struct ConfigArgs {
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
     /// The host config; default ./weir.toml when it exists, else built-in defaults.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// NATS server URL(s), comma separated: replaces nats.url (credentials
+    /// and TLS still come from the config).
+    #[arg(
+        long,
+        env = "WEIR_NATS_URL",
+        value_name = "URL[,URL...]",
+        hide_env_values = true,
+        global = true
+    )]
+    pub nats: Option<String>,
+    /// Print JSON: the report or data a command prints (for `weir up`: JSON log lines).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log lines: -v weir's debug lines, -vv its trace lines; other
+    /// crates stay at warn. RUST_LOG (or WEIR_LOG), when set, decides instead.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 /// Entry point of the binary.
@@ -96,26 +119,31 @@ pub fn main() -> ExitCode {
 
 /// Run a parsed command; `Ok` carries the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
     match cli.command {
-        Command::Up(args) => up::up(args).await,
-        Command::Test(args) => test::test(args).await,
-        Command::Pub(args) => pubsub::publish(args).await,
-        Command::Sub(args) => pubsub::subscribe(args).await,
-        Command::Keys(args) => crate::auth::commands::keys(args),
-        Command::Grant(args) => crate::auth::commands::grant(args),
-        Command::Token(args) => crate::auth::commands::token(args),
-        Command::Dlq(args) => dlq::dlq(args).await,
-        Command::New(args) => crate::scaffold::run(args),
+        Command::Up(args) => up::up(args, global).await,
+        Command::Test(args) => test::test(args, global).await,
+        Command::Pub(args) => pubsub::publish(args, global).await,
+        Command::Sub(args) => pubsub::subscribe(args, global).await,
+        Command::Keys(args) => crate::auth::commands::keys(args, global.json),
+        Command::Grant(args) => {
+            crate::auth::commands::grant(args, global.config.as_deref(), global.json)
+        }
+        Command::Token(args) => crate::auth::commands::token(args, global.json),
+        Command::Dlq(args) => dlq::dlq(args, global).await,
+        Command::New(args) => crate::scaffold::run(args, global.json),
     }
 }
 
-pub(crate) fn load_config(args: &ConfigArgs) -> anyhow::Result<HostConfig> {
-    Ok(load_config_from(args)?.0)
+pub(crate) fn load_config(global: &GlobalArgs) -> anyhow::Result<HostConfig> {
+    Ok(load_config_from(global)?.0)
 }
 
 /// The host config and the file it came from (`None`: built-in defaults).
-pub(crate) fn load_config_from(args: &ConfigArgs) -> anyhow::Result<(HostConfig, Option<PathBuf>)> {
-    let file = match &args.config {
+pub(crate) fn load_config_from(
+    global: &GlobalArgs,
+) -> anyhow::Result<(HostConfig, Option<PathBuf>)> {
+    let file = match &global.config {
         Some(path) => Some(path.clone()),
         None if Path::new("weir.toml").is_file() => Some(PathBuf::from("weir.toml")),
         None => None,
@@ -135,12 +163,9 @@ pub(crate) fn parse_nats_flag(urls: &str) -> anyhow::Result<ServerUrls> {
 
 /// Connect as the host would (weir.toml's credentials and TLS), but give up
 /// after 10 s instead of retrying for ever.
-pub(crate) async fn connect_cli(
-    config: &ConfigArgs,
-    url: Option<&str>,
-) -> anyhow::Result<async_nats::Client> {
-    let mut config = load_config(config)?;
-    if let Some(urls) = url {
+pub(crate) async fn connect_cli(global: &GlobalArgs) -> anyhow::Result<async_nats::Client> {
+    let mut config = load_config(global)?;
+    if let Some(urls) = &global.nats {
         config.nats.url = parse_nats_flag(urls)?;
     }
     tokio::time::timeout(Duration::from_secs(10), transport::connect(&config.nats))

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures::StreamExt as _;
 
-use super::{ConfigArgs, connect_cli};
+use super::{GlobalArgs, connect_cli};
 use crate::{telemetry, transport};
 
 #[derive(Debug, Args)]
@@ -29,12 +29,6 @@ pub struct PubArgs {
     /// Reply timeout for --request.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pub timeout_ms: u64,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
-    /// TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
-    pub nats: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -43,19 +37,10 @@ pub struct SubArgs {
     /// Exit after this many messages.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Print one JSON object per message.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// NATS server URL(s), comma separated (replaces nats.url; credentials and
-    /// TLS come from weir.toml).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
-    pub nats: Option<String>,
 }
 
-pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init("warn", false);
+pub async fn publish(args: PubArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(&telemetry::command_filter(global.verbose), false);
     let mut pairs = Vec::new();
     for h in &args.headers {
         let (k, v) = h
@@ -64,7 +49,7 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
         pairs.push((k.trim().to_owned(), v.trim().to_owned()));
     }
     let headers = transport::to_header_map(&pairs)?;
-    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
+    let client = connect_cli(global).await?;
     let mut out = std::io::stdout().lock();
     for n in 1..=args.count {
         let payload = args.payload.replace("{n}", &n.to_string());
@@ -96,9 +81,10 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init("warn", false);
-    let client = connect_cli(&args.config, args.nats.as_deref()).await?;
+/// `--json`: one JSON object per message.
+pub async fn subscribe(args: SubArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(&telemetry::command_filter(global.verbose), false);
+    let client = connect_cli(global).await?;
     let mut sub = client.subscribe(args.subject.clone()).await?;
     let mut seen = 0u64;
     while let Some(msg) = sub.next().await {
@@ -108,7 +94,7 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
             .map(transport::from_header_map)
             .unwrap_or_default();
         let mut out = std::io::stdout().lock();
-        if args.json {
+        if global.json {
             let line = serde_json::json!({
                 "subject": msg.subject.as_str(),
                 "headers": headers,

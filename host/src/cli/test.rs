@@ -6,13 +6,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{ConfigArgs, load_config};
+use super::{GlobalArgs, load_config};
 use crate::{harness, telemetry};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// The bundle folder (holding plugin.toml).
     pub bundle: PathBuf,
     /// Fixture files: JSON objects (or arrays of them) with subject, payload /
@@ -22,17 +20,20 @@ pub struct TestArgs {
     /// Expected results, one per event, in order: {"outputs": [...]} or {"failure": {"kind": ...}}.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init("warn,weir::plugin=off", false);
-    let config = load_config(&args.config)?;
+/// `--json` prints the report as JSON.
+pub async fn test(args: TestArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    // The plugin's own lines are in the report.
+    let filter = format!(
+        "{},weir::plugin=off",
+        telemetry::command_filter(global.verbose)
+    );
+    telemetry::init(&filter, false);
+    let config = load_config(global)?;
     let report = harness::run(&config, &args.bundle, &args.events, args.expect.as_deref()).await?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if global.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {

@@ -6,14 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{ConfigArgs, load_config_from, parse_nats_flag};
+use super::{GlobalArgs, load_config_from, parse_nats_flag};
 use crate::config::PluginsConfig;
 use crate::{dev, host, telemetry};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// Load every bundle folder inside DIR (repeatable). --plugins and
     /// --bundle replace the config's whole plugin set (plugins.dirs and
     /// plugins.bundles).
@@ -23,16 +21,13 @@ pub struct UpArgs {
     /// set, like --plugins.
     #[arg(long = "bundle", value_name = "FOLDER")]
     pub bundles: Vec<PathBuf>,
-    /// NATS server URL(s), comma separated (replaces nats.url).
-    #[arg(long, env = "WEIR_NATS_URL", value_name = "URL[,URL...]")]
-    pub nats: Option<String>,
     /// Start a local nats-server with JetStream if none answers at the URL.
     #[arg(long)]
     pub dev: bool,
     /// Where --dev keeps the server's store.
     #[arg(long, value_name = "DIR", default_value = ".weir")]
     pub data_dir: PathBuf,
-    /// Log JSON lines instead of text.
+    /// Log JSON lines instead of text (the same as --json).
     #[arg(long)]
     pub log_json: bool,
 }
@@ -49,10 +44,13 @@ fn path_list(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init("info", args.log_json);
+pub async fn up(args: UpArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(
+        &telemetry::host_filter(global.verbose),
+        args.log_json || global.json,
+    );
     let shutdown = shutdown_signal()?;
-    let (mut config, file) = load_config_from(&args.config)?;
+    let (mut config, file) = load_config_from(global)?;
     match &file {
         Some(file) => tracing::info!(config = %file.display(), "weir up: config file"),
         None => tracing::info!("weir up: no config file (no ./weir.toml), built-in defaults"),
@@ -72,7 +70,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         from = if from_flags { "--plugins/--bundle" } else { "config" },
         "weir up: plugins"
     );
-    if let Some(urls) = &args.nats {
+    if let Some(urls) = &global.nats {
         config.nats.url = parse_nats_flag(urls)?;
     }
     tracing::info!(servers = %config.nats.url, "weir up: NATS servers");
