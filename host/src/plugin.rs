@@ -78,12 +78,19 @@ impl Plugin {
 /// Counters per plugin (a metrics endpoint reads the same).
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Events the readers took from NATS.
+    /// New events the readers took from NATS: a JetStream delivery counts
+    /// only the first time (delivered = 1); later ones are `redelivered`.
     pub received: AtomicU64,
+    /// JetStream deliveries of an event delivered before: a retry after its
+    /// backoff, or one a stopped or dead host left unfinished.
+    pub redelivered: AtomicU64,
     /// Events finished with their outputs published (confirmed, on JetStream).
     pub succeeded: AtomicU64,
     /// Attempts that failed (retried or not).
     pub failed_attempts: AtomicU64,
+    /// Failed attempts to be tried again (after the backoff): in-process on
+    /// core NATS, by a delayed redelivery on JetStream.
+    pub retried: AtomicU64,
     /// Dead letters stored.
     pub dead_lettered: AtomicU64,
     /// Dead letters that could not be stored (the event stays in its stream

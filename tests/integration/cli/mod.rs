@@ -9,6 +9,8 @@ use crate::support::*;
 
 /// Global flags before or after the command, `RUST_LOG` and `WEIR_LOG`.
 mod flags;
+/// `weir up`'s log lines, `-v`, and the shutdown totals.
+mod logs;
 
 /// `weir` run to its end, in `dir` (so no ./weir.toml is read unless the test
 /// wrote one there), with none of weir's variables inherited from the test's
