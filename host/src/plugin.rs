@@ -3,7 +3,7 @@
 //! anything is compiled.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
@@ -20,6 +20,9 @@ pub struct Plugin {
     pub stats: Arc<Stats>,
     /// Verifies producer tokens when plugin.toml has `[auth]`.
     pub auth: Option<Arc<crate::auth::TokenVerifier>>,
+    /// Whether the handler was already warned about answering a request on a
+    /// JetStream subscription (a reply that goes nowhere live): once per plugin.
+    pub(crate) warned_jetstream_reply: AtomicBool,
 }
 
 impl Plugin {
@@ -67,6 +70,7 @@ impl Plugin {
             executor,
             stats: Arc::default(),
             auth,
+            warned_jetstream_reply: AtomicBool::new(false),
         }
     }
 

@@ -9,6 +9,8 @@ use clap::Args;
 use futures::StreamExt as _;
 
 use super::{GlobalArgs, connect_cli};
+use crate::event::header;
+use crate::pipeline::headers::{SERVICE_ERROR, SERVICE_ERROR_CODE};
 use crate::{telemetry, transport};
 
 #[derive(Debug, Args)]
@@ -23,7 +25,9 @@ pub struct PubArgs {
     /// How many messages to publish.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
-    /// Send as requests and print each reply.
+    /// Send as requests and print each reply (--json: as JSON lines). An error
+    /// reply (a Nats-Service-Error header, as weir sends for a dead-lettered
+    /// request) is printed on stderr, and weir exits 1 after the last request.
     #[arg(long)]
     pub request: bool,
     /// Reply timeout for --request.
@@ -51,34 +55,78 @@ pub async fn publish(args: PubArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let headers = transport::to_header_map(&pairs)?;
     let client = connect_cli(global).await?;
     let mut out = std::io::stdout().lock();
+    let mut error_replies = 0u64;
+    let mut noted_stream_ack = false;
     for n in 1..=args.count {
         let payload = args.payload.replace("{n}", &n.to_string());
-        if args.request {
-            let request = async_nats::Request::new()
-                .payload(payload.into())
-                .headers(headers.clone())
-                .timeout(Some(Duration::from_millis(args.timeout_ms)));
-            let reply = client
-                .send_request(args.subject.clone(), request)
-                .await
-                .with_context(|| format!("request {n} to {:?}", args.subject))?;
-            let error = reply
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Service-Error"))
-                .map(|v| v.as_str().to_owned());
-            match error {
-                Some(e) => writeln!(out, "error reply: {e}")?,
-                None => writeln!(out, "{}", String::from_utf8_lossy(&reply.payload))?,
-            }
-        } else {
+        if !args.request {
             client
                 .publish_with_headers(args.subject.clone(), headers.clone(), payload.into())
                 .await?;
+            continue;
+        }
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .headers(headers.clone())
+            .timeout(Some(Duration::from_millis(args.timeout_ms)));
+        let reply = client
+            .send_request(args.subject.clone(), request)
+            .await
+            .with_context(|| format!("request {n} to {:?}", args.subject))?;
+        let reply_headers = reply
+            .headers
+            .as_ref()
+            .map(transport::from_header_map)
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&reply.payload);
+        if global.json {
+            let line = serde_json::json!({
+                "subject": reply.subject.as_str(),
+                "headers": reply_headers,
+                "payload": text,
+            });
+            writeln!(out, "{line}")?;
+        }
+        if let Some(error) = header(&reply_headers, SERVICE_ERROR) {
+            error_replies += 1;
+            let code = header(&reply_headers, SERVICE_ERROR_CODE)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            eprintln!("error reply to request {n}{code}: {error}");
+            continue;
+        }
+        if !global.json {
+            writeln!(out, "{text}")?;
+        }
+        if !noted_stream_ack && let Some(stream) = stream_ack(&reply.payload) {
+            noted_stream_ack = true;
+            eprintln!(
+                "note: this reply is stream {stream:?}'s ack, not a handler's: the stream captures {:?}, \
+                 so the request was stored as an event and any reply to it goes nowhere \
+                 (see \"Requests\" in the README: subscribe the handler in core mode to answer requests)",
+                args.subject
+            );
         }
     }
     client.flush().await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if error_replies == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The stream's name when `payload` is a JetStream publish ack
+/// (`{"stream": "ORDERS", "seq": 5}`, perhaps with `duplicate` or `domain`).
+fn stream_ack(payload: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(ack) = serde_json::from_slice(payload).ok()? else {
+        return None;
+    };
+    let known = ack
+        .keys()
+        .all(|k| matches!(k.as_str(), "stream" | "seq" | "duplicate" | "domain"));
+    let stream = ack.get("stream")?.as_str()?;
+    (known && ack.get("seq")?.is_u64()).then(|| stream.to_owned())
 }
 
 /// `--json`: one JSON object per message.
@@ -119,4 +167,23 @@ pub async fn subscribe(args: SubArgs, global: &GlobalArgs) -> anyhow::Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_ack_is_told_from_a_handlers_reply() {
+        assert_eq!(
+            stream_ack(br#"{"stream":"ORDERS","seq":5}"#).as_deref(),
+            Some("ORDERS")
+        );
+        assert_eq!(
+            stream_ack(br#"{"stream":"ORDERS","seq":5,"duplicate":true}"#).as_deref(),
+            Some("ORDERS")
+        );
+        assert_eq!(stream_ack(br#"{"stream":"x","seq":1,"total":3}"#), None);
+        assert_eq!(stream_ack(b"Hi, Ada!"), None);
+    }
 }

@@ -11,6 +11,8 @@ use crate::support::*;
 mod flags;
 /// `weir up`'s log lines, `-v`, and the shutdown totals.
 mod logs;
+/// `weir pub --request`: error replies, a stream's ack; replies on JetStream.
+mod requests;
 
 /// `weir` run to its end, in `dir` (so no ./weir.toml is read unless the test
 /// wrote one there), with none of weir's variables inherited from the test's
