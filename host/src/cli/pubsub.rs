@@ -15,8 +15,9 @@ use crate::{telemetry, transport};
 
 #[derive(Debug, Args)]
 pub struct PubArgs {
+    /// The subject to publish to.
     pub subject: String,
-    /// The payload; `{n}` is replaced by the message number (1-based).
+    /// The payload; `{seq}` in it becomes the message's number, 1 to --count.
     #[arg(default_value = "")]
     pub payload: String,
     /// A header NAME:VALUE (repeatable).
@@ -37,10 +38,18 @@ pub struct PubArgs {
 
 #[derive(Debug, Args)]
 pub struct SubArgs {
+    /// The subject to listen on; `*` and `>` wildcards allowed.
     pub subject: String,
     /// Exit after this many messages.
     #[arg(long)]
     pub count: Option<u64>,
+}
+
+/// `PAYLOAD` for message `seq`: `{seq}` replaced, and `{n}`, its older
+/// spelling, which the help cannot show (clap renders `{n}` as a line break).
+fn payload_for(template: &str, seq: u64) -> String {
+    let seq = seq.to_string();
+    template.replace("{seq}", &seq).replace("{n}", &seq)
 }
 
 pub async fn publish(args: PubArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -58,7 +67,7 @@ pub async fn publish(args: PubArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let mut error_replies = 0u64;
     let mut noted_stream_ack = false;
     for n in 1..=args.count {
-        let payload = args.payload.replace("{n}", &n.to_string());
+        let payload = payload_for(&args.payload, n);
         if !args.request {
             client
                 .publish_with_headers(args.subject.clone(), headers.clone(), payload.into())
@@ -172,6 +181,12 @@ pub async fn subscribe(args: SubArgs, global: &GlobalArgs) -> anyhow::Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seq_and_its_old_spelling_are_replaced() {
+        assert_eq!(payload_for("order {seq} of {n}", 7), "order 7 of 7");
+        assert_eq!(payload_for("plain", 1), "plain");
+    }
 
     #[test]
     fn a_stream_ack_is_told_from_a_handlers_reply() {

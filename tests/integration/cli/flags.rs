@@ -171,3 +171,46 @@ fn rust_log_and_weir_log_set_the_filter() {
     let (status, _) = host.stop();
     assert!(status.success());
 }
+
+/// Issue 9: `weir pub --help` showed its placeholder as a line break (clap
+/// renders `{n}` so). It is `{seq}` now; `{n}` still works.
+#[test]
+fn pub_help_shows_the_placeholder_and_both_spellings_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = weir_in(dir.path(), &["pub", "--help"], &[]);
+    assert!(out.status.success(), "{}", shown(&out));
+    let help = stdout(&out);
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("[PAYLOAD]"))
+        .unwrap_or_else(|| panic!("no [PAYLOAD] line:\n{help}"));
+    assert!(
+        line.contains("`{seq}` in it becomes the message's number"),
+        "{help}"
+    );
+
+    let server = NatsServer::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(server.client());
+    rt.block_on(async {
+        let mut sub = client.subscribe("flags.seq").await.expect("subscribe");
+        weir_host::transport::sync_with_server(&client)
+            .await
+            .expect("round trip");
+        let url = server.url();
+        for template in ["m{seq}", "m{n}"] {
+            let out = weir_in(
+                dir.path(),
+                &["pub", "flags.seq", template, "--count", "3", "--nats", &url],
+                &[],
+            );
+            assert!(out.status.success(), "{}", shown(&out));
+        }
+        let got: Vec<String> = collect(&mut sub, 6)
+            .await
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        assert_eq!(got, ["m1", "m2", "m3", "m1", "m2", "m3"]);
+    });
+}
