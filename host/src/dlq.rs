@@ -21,7 +21,8 @@ pub struct Entry {
     pub original_subject: String,
     pub kind: String,
     pub error: String,
-    pub attempts: String,
+    /// `Weir-Attempts`; `None` when the header is missing or not a number.
+    pub attempts: Option<u32>,
     pub first_seen: String,
     pub last_seen: String,
     pub headers: Headers,
@@ -42,7 +43,7 @@ impl Entry {
             original_subject: get(h::ORIGINAL_SUBJECT),
             kind: get(h::ERROR_KIND),
             error: get(h::ERROR),
-            attempts: get(h::ATTEMPTS),
+            attempts: header(&headers, h::ATTEMPTS).and_then(|a| a.trim().parse().ok()),
             first_seen: get(h::FIRST_SEEN),
             last_seen: get(h::LAST_SEEN),
             payload_text: std::str::from_utf8(&payload).ok().map(str::to_owned),
