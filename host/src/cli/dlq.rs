@@ -1,7 +1,10 @@
 //! `weir dlq`: list, show, replay and purge dead letters.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use clap::{Args, Subcommand};
 
@@ -36,6 +39,10 @@ pub enum DlqCommand {
         /// Every dead letter.
         #[arg(long)]
         all: bool,
+        /// With an id: replay this payload instead of the dead letter's (a
+        /// file, or - for stdin), to mend an event before it goes again.
+        #[arg(long, value_name = "FILE", requires = "id")]
+        payload: Option<PathBuf>,
     },
     /// Remove dead letters without replaying them.
     Purge {
@@ -80,9 +87,22 @@ pub async fn dlq(args: DlqArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
                 }
             }
         }
-        DlqCommand::Replay { id, plugin, all } => {
+        DlqCommand::Replay {
+            id,
+            plugin,
+            all,
+            payload,
+        } => {
+            // Read first: a missing file replays nothing.
+            let payload = payload.as_deref().map(read_payload).transpose()?;
             let entries = match id {
-                Some(id) => vec![dead.get(id).await?],
+                Some(id) => {
+                    let mut entry = dead.get(id).await?;
+                    if let Some(payload) = payload {
+                        entry.mend(payload);
+                    }
+                    vec![entry]
+                }
                 None if all || plugin.is_some() => dead.list(plugin.as_deref()).await?,
                 None => anyhow::bail!("give an id, --plugin or --all"),
             };
@@ -110,6 +130,20 @@ pub async fn dlq(args: DlqArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--payload FILE`'s bytes; `-` reads stdin.
+fn read_payload(file: &Path) -> anyhow::Result<bytes::Bytes> {
+    let mut bytes = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("--payload -: cannot read stdin")?;
+    } else {
+        bytes = std::fs::read(file)
+            .with_context(|| format!("--payload {}: cannot read", file.display()))?;
+    }
+    Ok(bytes.into())
 }
 
 /// Widest a column of `weir dlq list` grows before its values are elided
