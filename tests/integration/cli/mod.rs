@@ -13,6 +13,8 @@ mod dlq;
 mod flags;
 /// `weir up`'s log lines, `-v`, and the shutdown totals.
 mod logs;
+/// What `weir new` writes.
+mod new;
 /// `weir pub --request`: error replies, a stream's ack; replies on JetStream.
 mod requests;
 
