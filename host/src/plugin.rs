@@ -2,13 +2,14 @@
 //! producer-token verifier and its counters. Loading checks the grant before
 //! anything is compiled.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
 use crate::policy::OutputPolicy;
-use crate::sandbox::{Executor, LoadError, PluginShared, Runtime};
+use crate::sandbox::{Executor, LoadError, PluginShared, Prepared, Runtime};
 
 /// A plugin ready to run events.
 pub struct Plugin {
@@ -34,11 +35,57 @@ impl Plugin {
         host: &HostConfig,
         capture_logs: bool,
     ) -> Result<Self, LoadError> {
-        let manifest = bundle.manifest.clone();
-        // Grants are checked before compiling: a refused bundle costs nothing.
+        let (auth, prepared) = Self::check_and_prepare(runtime, bundle, host)?;
+        Ok(Self::assemble(
+            runtime,
+            bundle.manifest.clone(),
+            prepared,
+            &auth,
+            host,
+            capture_logs,
+        ))
+    }
+
+    /// The bundle's plugin once per `[config]` table in `configs`, compiled
+    /// once: `weir test` with `--set` or a fixture's own `config`. Logs are
+    /// captured.
+    pub fn load_with_configs(
+        runtime: &Runtime,
+        bundle: &Bundle,
+        host: &HostConfig,
+        configs: &[BTreeMap<String, String>],
+    ) -> Result<Vec<Self>, LoadError> {
+        let (auth, prepared) = Self::check_and_prepare(runtime, bundle, host)?;
+        Ok(configs
+            .iter()
+            .map(|config| {
+                let mut manifest = bundle.manifest.clone();
+                manifest.config = config.clone();
+                Self::assemble(runtime, manifest, prepared.clone(), &auth, host, true)
+            })
+            .collect())
+    }
+
+    /// Grants are checked before compiling: a refused bundle costs nothing.
+    fn check_and_prepare(
+        runtime: &Runtime,
+        bundle: &Bundle,
+        host: &HostConfig,
+    ) -> Result<(crate::auth::PluginAuthState, Prepared), LoadError> {
         let auth =
             crate::auth::PluginAuthState::load(bundle, &host.auth).map_err(LoadError::Refused)?;
         let prepared = runtime.prepare(&bundle.wasm, &bundle.sha256)?;
+        Ok((auth, prepared))
+    }
+
+    fn assemble(
+        runtime: &Runtime,
+        manifest: Manifest,
+        prepared: Prepared,
+        auth: &crate::auth::PluginAuthState,
+        host: &HostConfig,
+        capture_logs: bool,
+    ) -> Self {
         let limits = &manifest.limits;
         let shared = PluginShared {
             name: manifest.name.clone(),
@@ -53,7 +100,7 @@ impl Plugin {
             capture_logs,
         };
         let executor = Executor::new(runtime, prepared, shared, limits);
-        Ok(Self::new(manifest, executor, host, auth.verifier))
+        Self::new(manifest, executor, host, auth.verifier.clone())
     }
 
     /// A plugin around any executor (the native baseline of the benchmarks,

@@ -38,3 +38,5 @@ mod servers;
 mod shutdown;
 /// Issue 16: a JetStream pull stream that stopped mid-stream, and the watchdog.
 mod stall;
+/// `weir test` on the retry path: exit status, --follow, --set, verdicts.
+mod weir_test;

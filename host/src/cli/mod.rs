@@ -49,7 +49,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the host: load plugins, subscribe, handle events until SIGINT/SIGTERM.
     Up(UpArgs),
-    /// Run a plugin on fixture events, without NATS; exit 1 on a failure or mismatch.
+    /// Run a plugin on fixture events, without NATS; exit 1 on a mismatch with
+    /// --expect, or a crash.
     Test(TestArgs),
     /// Publish messages (a small producer for demos and checks).
     Pub(PubArgs),

@@ -157,7 +157,9 @@ impl Runtime {
     }
 }
 
-/// A component checked against the world, ready for an [`Executor`].
+/// A component checked against the world, ready for an [`Executor`]; a
+/// clone shares the compiled code.
+#[derive(Clone)]
 pub struct Prepared {
     pre: bindings::HandlerPre<State>,
 }
