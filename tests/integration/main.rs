@@ -11,6 +11,8 @@ mod auth;
 mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// The compile cache: bounded, least recently used first; `weir cache`.
+mod cache;
 /// The `weir` binary as a user types it: global flags, logs, pub, dlq.
 mod cli;
 /// Every language's twin of the example plugins passes the same fixtures.

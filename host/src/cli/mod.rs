@@ -8,6 +8,7 @@
 //! - [`test`]: `weir test`.
 //! - [`pubsub`]: `weir pub` and `weir sub`.
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
+//! - [`cache`]: `weir cache [prune|clear]`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
 //! [`crate::scaffold`].
@@ -22,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{HostConfig, ServerUrls};
 use crate::transport;
 
+pub mod cache;
 pub mod dlq;
 pub mod pubsub;
 pub mod test;
@@ -66,6 +68,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Create a plugin folder (Rust, Python, JavaScript or C) that builds and passes `weir test`.
     New(crate::scaffold::NewArgs),
+    /// Show the compile cache (folder, entries, size and cap); prune or clear it.
+    Cache(cache::CacheArgs),
 }
 
 /// Flags every command takes, before or after its name: `weir --json dlq
@@ -133,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => crate::auth::commands::token(args, global.json),
         Command::Dlq(args) => dlq::dlq(args, global).await,
         Command::New(args) => crate::scaffold::run(args, global.json),
+        Command::Cache(args) => cache::cache(args, global),
     }
 }
 
