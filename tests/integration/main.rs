@@ -22,6 +22,8 @@ mod core_dispatch;
 /// A dead letter never vanishes: a DLQ that refuses, a stream that steals
 /// its subjects, max_payload, no JetStream at all.
 mod dead_letters;
+/// A guest that does not build says which file and line, in a few lines.
+mod guest_builds;
 /// Hostile plugins fail only their own events.
 mod hostile;
 /// At-least-once delivery on JetStream, faults included.
