@@ -77,7 +77,8 @@ inputs_hash() {
         find "$dir" "$sdk" "$root/wit" -type f \
             \( -name '*.py' -o -name '*.js' -o -name '*.mjs' -o -name '*.c' -o -name '*.h' \
             -o -name '*.wit' -o -name 'package-lock.json' \) \
-            -not -path '*/node_modules/*' -not -path '*/__pycache__/*' -print0 |
+            -not -path '*/node_modules/*' -not -path '*/__pycache__/*' \
+            -not -name '*.test.js' -not -name '*.test.mjs' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
         sha256sum "${BASH_SOURCE[0]}" "$root/scripts/setup.sh"
     } | sha256sum | cut -d' ' -f1

@@ -4,8 +4,8 @@
 //
 // PLUGIN_DIR holds app.js (exporting `handle(event)`) and any modules it imports
 // by relative path. They are copied into a scratch folder beside the SDK (weir.js),
-// with the bare import "weir" pointed at it, and an entry module that exports the
-// world's `handle` is added; componentize-js's `componentize()` builds that (the
+// with the bare import "weir" pointed at it, and an entry module that binds the
+// host's imports for the SDK and exports the world's `handle` is added; componentize-js's `componentize()` builds that (the
 // jco CLI's componentize is broken with the preview2-shim it nests). No AOT
 // (weval would download a binary).
 //
@@ -93,9 +93,19 @@ try {
     await writeFile(join(scratch, "app", file), source);
   }
   await cp(sdk, join(scratch, "weir.js"));
+  // The SDK imports nothing: bind.js gives it the component's host imports,
+  // and is imported first, so they are bound before any plugin module runs.
+  await writeFile(
+    join(scratch, "bind.js"),
+    `import { config, log, publish } from "weir:plugin/host@0.1.0";
+import { _bindHost } from "./weir.js";
+_bindHost({ config, log, publish });
+`,
+  );
   await writeFile(
     join(scratch, "entry.js"),
-    `import { dispatch } from "./weir.js";
+    `import "./bind.js";
+import { dispatch } from "./weir.js";
 import * as app from "./app/app.js";
 if (typeof app.handle !== "function") throw new Error("app.js must export a function handle(event)");
 export function handle(e) { return dispatch(app.handle, e); }
