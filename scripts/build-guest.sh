@@ -77,27 +77,28 @@ inputs_hash() {
         find "$dir" "$sdk" "$root/wit" -type f \
             \( -name '*.py' -o -name '*.js' -o -name '*.mjs' -o -name '*.c' -o -name '*.h' \
             -o -name '*.wit' -o -name 'package-lock.json' \) \
-            -not -path '*/node_modules/*' -not -path '*/__pycache__/*' -print0 |
+            -not -path '*/node_modules/*' -not -path '*/__pycache__/*' \
+            -not -name '*.test.js' -not -name '*.test.mjs' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
         sha256sum "${BASH_SOURCE[0]}" "$root/scripts/setup.sh"
     } | sha256sum | cut -d' ' -f1
 }
 
-componentize_py() {
-    PYTHONPATH="$py_tools${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 python3 -c \
-        'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' \
-        "$@"
-}
-
+# The build tools run without RUST_BACKTRACE: componentize-py and wizer are
+# Rust, and a backtrace would bury the one line that says what is wrong. Each
+# wrapper prints a failure as `<file>:<line>:<col>: ...` and exits 1.
 build_python() {
     local dir="$1" out="$2"
-    componentize_py -d "$root/wit" -w handler componentize weir_sdk.component \
-        -p "$dir" -p "$root/sdk/python" -o "$out" >/dev/null
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+        PYTHONPATH="$py_tools${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
+        python3 "$root/sdk/python/tools/componentize.py" "$root/wit" "$dir" "$root/sdk/python" "$out" \
+        >/dev/null
 }
 
 build_js() {
     local dir="$1" out="$2"
-    node "$root/sdk/js/tools/componentize.mjs" "$root/wit" "$dir" "$out"
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+        node "$root/sdk/js/tools/componentize.mjs" "$root/wit" "$dir" "$out"
 }
 
 build_c() {

@@ -21,7 +21,8 @@ pub struct Entry {
     pub original_subject: String,
     pub kind: String,
     pub error: String,
-    pub attempts: String,
+    /// `Weir-Attempts`; `None` when the header is missing or not a number.
+    pub attempts: Option<u32>,
     pub first_seen: String,
     pub last_seen: String,
     pub headers: Headers,
@@ -42,7 +43,7 @@ impl Entry {
             original_subject: get(h::ORIGINAL_SUBJECT),
             kind: get(h::ERROR_KIND),
             error: get(h::ERROR),
-            attempts: get(h::ATTEMPTS),
+            attempts: header(&headers, h::ATTEMPTS).and_then(|a| a.trim().parse().ok()),
             first_seen: get(h::FIRST_SEEN),
             last_seen: get(h::LAST_SEEN),
             payload_text: std::str::from_utf8(&payload).ok().map(str::to_owned),
@@ -50,6 +51,36 @@ impl Entry {
             headers,
             payload,
         }
+    }
+
+    /// Replace the payload (`weir dlq replay --payload`): the event goes
+    /// again with this one, whole, whatever the letter kept.
+    pub fn mend(&mut self, payload: bytes::Bytes) {
+        self.payload_text = std::str::from_utf8(&payload).ok().map(str::to_owned);
+        self.payload_bytes = payload.len();
+        self.payload = payload;
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(h::PAYLOAD_TRUNCATED));
+    }
+
+    /// Why the payload cannot be replayed as it is: it was cut to fit the
+    /// server's max_payload when the letter was stored.
+    fn cut(&self) -> Option<String> {
+        let size = header(&self.headers, h::PAYLOAD_TRUNCATED)?;
+        let whole = match (
+            header(&self.headers, h::ORIGINAL_STREAM),
+            header(&self.headers, h::ORIGINAL_SEQUENCE),
+        ) {
+            (Some(stream), Some(seq)) => {
+                format!("; the whole event is in stream {stream:?} at sequence {seq}")
+            }
+            _ => String::new(),
+        };
+        Some(format!(
+            "dead letter {}: its payload was cut to fit the server's max_payload \
+             ({} of {size} bytes kept){whole}: give the whole payload with --payload FILE",
+            self.id, self.payload_bytes
+        ))
     }
 
     /// The headers the event had before it was dead-lettered.
@@ -164,7 +195,12 @@ impl DeadLetters {
 
     /// Publish the entry's event again, to its original subject with its
     /// original headers, then remove the entry.
+    /// A letter whose payload was cut is refused: replaying it would send a
+    /// broken event (mend it first: [`Entry::mend`]).
     pub async fn replay(&self, entry: &Entry) -> anyhow::Result<()> {
+        if let Some(why) = entry.cut() {
+            bail!(why);
+        }
         if entry.original_subject.is_empty() {
             bail!(
                 "dead letter {} has no {} header",

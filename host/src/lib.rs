@@ -16,7 +16,8 @@
 //!   attempt, decide (done / retry / dead-letter), publish, settle. Knows
 //!   nothing of NATS.
 //! - [`sandbox`]: wasmtime — engine, pooling, epochs, limits, fresh or warm
-//!   instances. Knows nothing of retries.
+//!   instances, the bounded compile cache (`weir cache`). Knows nothing of
+//!   retries.
 //! - [`policy`]: what a plugin may publish.
 //! - [`host`]: `weir up` — loads, subscribes, wires readers to pipelines, and
 //!   stops gracefully.

@@ -2,13 +2,14 @@
 //! producer-token verifier and its counters. Loading checks the grant before
 //! anything is compiled.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
 use crate::policy::OutputPolicy;
-use crate::sandbox::{Executor, LoadError, PluginShared, Runtime};
+use crate::sandbox::{Executor, LoadError, PluginShared, Prepared, Runtime};
 
 /// A plugin ready to run events.
 pub struct Plugin {
@@ -20,6 +21,9 @@ pub struct Plugin {
     pub stats: Arc<Stats>,
     /// Verifies producer tokens when plugin.toml has `[auth]`.
     pub auth: Option<Arc<crate::auth::TokenVerifier>>,
+    /// Whether the handler was already warned about answering a request on a
+    /// JetStream subscription (a reply that goes nowhere live): once per plugin.
+    pub(crate) warned_jetstream_reply: AtomicBool,
 }
 
 impl Plugin {
@@ -31,11 +35,57 @@ impl Plugin {
         host: &HostConfig,
         capture_logs: bool,
     ) -> Result<Self, LoadError> {
-        let manifest = bundle.manifest.clone();
-        // Grants are checked before compiling: a refused bundle costs nothing.
+        let (auth, prepared) = Self::check_and_prepare(runtime, bundle, host)?;
+        Ok(Self::assemble(
+            runtime,
+            bundle.manifest.clone(),
+            prepared,
+            &auth,
+            host,
+            capture_logs,
+        ))
+    }
+
+    /// The bundle's plugin once per `[config]` table in `configs`, compiled
+    /// once: `weir test` with `--set` or a fixture's own `config`. Logs are
+    /// captured.
+    pub fn load_with_configs(
+        runtime: &Runtime,
+        bundle: &Bundle,
+        host: &HostConfig,
+        configs: &[BTreeMap<String, String>],
+    ) -> Result<Vec<Self>, LoadError> {
+        let (auth, prepared) = Self::check_and_prepare(runtime, bundle, host)?;
+        Ok(configs
+            .iter()
+            .map(|config| {
+                let mut manifest = bundle.manifest.clone();
+                manifest.config = config.clone();
+                Self::assemble(runtime, manifest, prepared.clone(), &auth, host, true)
+            })
+            .collect())
+    }
+
+    /// Grants are checked before compiling: a refused bundle costs nothing.
+    fn check_and_prepare(
+        runtime: &Runtime,
+        bundle: &Bundle,
+        host: &HostConfig,
+    ) -> Result<(crate::auth::PluginAuthState, Prepared), LoadError> {
         let auth =
             crate::auth::PluginAuthState::load(bundle, &host.auth).map_err(LoadError::Refused)?;
         let prepared = runtime.prepare(&bundle.wasm, &bundle.sha256)?;
+        Ok((auth, prepared))
+    }
+
+    fn assemble(
+        runtime: &Runtime,
+        manifest: Manifest,
+        prepared: Prepared,
+        auth: &crate::auth::PluginAuthState,
+        host: &HostConfig,
+        capture_logs: bool,
+    ) -> Self {
         let limits = &manifest.limits;
         let shared = PluginShared {
             name: manifest.name.clone(),
@@ -50,7 +100,7 @@ impl Plugin {
             capture_logs,
         };
         let executor = Executor::new(runtime, prepared, shared, limits);
-        Ok(Self::new(manifest, executor, host, auth.verifier))
+        Self::new(manifest, executor, host, auth.verifier.clone())
     }
 
     /// A plugin around any executor (the native baseline of the benchmarks,
@@ -67,6 +117,7 @@ impl Plugin {
             executor,
             stats: Arc::default(),
             auth,
+            warned_jetstream_reply: AtomicBool::new(false),
         }
     }
 
@@ -78,12 +129,19 @@ impl Plugin {
 /// Counters per plugin (a metrics endpoint reads the same).
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Events the readers took from NATS.
+    /// New events the readers took from NATS: a JetStream delivery counts
+    /// only the first time (delivered = 1); later ones are `redelivered`.
     pub received: AtomicU64,
+    /// JetStream deliveries of an event delivered before: a retry after its
+    /// backoff, or one a stopped or dead host left unfinished.
+    pub redelivered: AtomicU64,
     /// Events finished with their outputs published (confirmed, on JetStream).
     pub succeeded: AtomicU64,
     /// Attempts that failed (retried or not).
     pub failed_attempts: AtomicU64,
+    /// Failed attempts to be tried again (after the backoff): in-process on
+    /// core NATS, by a delayed redelivery on JetStream.
+    pub retried: AtomicU64,
     /// Dead letters stored.
     pub dead_lettered: AtomicU64,
     /// Dead letters that could not be stored (the event stays in its stream

@@ -73,6 +73,8 @@ const RUST_LIB: &str = include_str!("../templates/rust/lib.rs.tmpl");
 const RUST_BUILD: &str = include_str!("../templates/rust/build.sh.tmpl");
 const PYTHON_APP: &str = include_str!("../templates/python/app.py.tmpl");
 const JS_APP: &str = include_str!("../templates/js/app.js.tmpl");
+const JS_TEST: &str = include_str!("../templates/js/app.test.js.tmpl");
+const JS_PACKAGE: &str = include_str!("../templates/js/package.json.tmpl");
 const C_PLUGIN: &str = include_str!("../templates/c/plugin.c.tmpl");
 
 /// The weir checkout generated projects build against: `WEIR_REPO`, else the
@@ -127,6 +129,14 @@ pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
         ("{{isolation}}", isolation),
         ("{{weir_repo}}", repo.display().to_string()),
         ("{{sdk_path}}", repo.join("sdk").display().to_string()),
+        (
+            "{{unit_tests}}",
+            match lang {
+                Lang::Js => "npm test                                                    # app.test.js under node, no build needed\n",
+                _ => "",
+            }
+            .to_owned(),
+        ),
     ];
     let fill = |template: &str| {
         let mut text = template.to_owned();
@@ -159,6 +169,8 @@ pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
         ]),
         Lang::Js => out.extend([
             file("app.js", JS_APP, false),
+            file("app.test.js", JS_TEST, false),
+            file("package.json", JS_PACKAGE, false),
             file("build.sh", BUILD_GUEST, true),
         ]),
         Lang::C => out.extend([
@@ -196,8 +208,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path, repo: &Path) -> anyhow::Result
     Ok(files)
 }
 
-/// `weir new`.
-pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
+/// `weir new`; `json` (the global `--json`) prints what was created as JSON.
+pub fn run(args: NewArgs, json: bool) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let repo = weir_repo();
     if !repo.join("sdk").join("Cargo.toml").is_file() {
@@ -207,6 +219,25 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let files = create(&args.name, args.lang, &dir, &repo)?;
+    let mut next = vec![format!("cd {}", dir.display())];
+    if args.lang == Lang::Js {
+        next.push("npm test".to_owned());
+    }
+    next.extend([
+        "./build.sh".to_owned(),
+        "weir test . -e fixtures/events.json --expect fixtures/expected.json".to_owned(),
+    ]);
+    if json {
+        let report = serde_json::json!({
+            "plugin": args.name,
+            "lang": args.lang.doc(),
+            "dir": dir,
+            "files": files.iter().map(|f| f.path).collect::<Vec<_>>(),
+            "next": next,
+        });
+        println!("{report:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "created {} plugin {} in {}:",
         args.lang.title(),
@@ -217,9 +248,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", f.path);
     }
     println!("next:");
-    println!("  cd {}", dir.display());
-    println!("  ./build.sh");
-    println!("  weir test . -e fixtures/events.json --expect fixtures/expected.json");
+    for step in &next {
+        println!("  {step}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,6 +315,30 @@ mod tests {
         let build = files.iter().find(|f| f.path == "build.sh").unwrap();
         assert!(build.executable);
         assert!(build.text.contains("release/g.wasm\" g.wasm"));
+    }
+
+    #[test]
+    fn js_projects_unit_test_with_this_checkouts_sdk() {
+        let files = files("g", Lang::Js, Path::new("/opt/weir")).unwrap();
+        let find = |p: &str| files.iter().find(|f| f.path == p).unwrap();
+        let package: serde_json::Value = serde_json::from_str(&find("package.json").text).unwrap();
+        assert_eq!(
+            package["type"], "module",
+            "app.js is an ES module under node"
+        );
+        assert_eq!(
+            package["scripts"]["test"],
+            "node --import \"/opt/weir/sdk/js/register.js\" --test"
+        );
+        assert!(find("app.test.js").text.contains("from \"weir/testing\""));
+        assert!(find("README.md").text.contains("npm test "));
+        let python = files_of(Lang::Python);
+        assert!(!python.iter().any(|f| f.path == "package.json"));
+        assert!(!python.iter().any(|f| f.text.contains("npm test")));
+    }
+
+    fn files_of(lang: Lang) -> Vec<File> {
+        files("g", lang, Path::new("/opt/weir")).unwrap()
     }
 
     #[test]

@@ -17,12 +17,31 @@
 // transactional: messages returned *and* published leave the host only if `handle`
 // returns normally. Build with `scripts/build-guest.sh DIR` (componentize-js
 // underneath), which resolves the `"weir"` import to this file.
+//
+// This module imports nothing: inside a component, the generated entry module
+// binds the component's `weir:plugin/host` imports (`_bindHost`) before any
+// plugin module runs. Anywhere else (plain node) the host calls are served
+// in-process, and `weir/testing` (testing.js) sets config and takes back what
+// was published and logged, so `handle` unit-tests like any function.
 
-import {
-  log as hostLog,
-  publish as hostPublish,
-  config as hostConfig,
-} from "weir:plugin/host@0.1.0";
+/** What the in-process host calls keep, for `weir/testing`. Internal. */
+export const _standIn = { config: new Map(), published: [], logs: [] };
+
+let host = {
+  log: (level, text) => void _standIn.logs.push([level, text]),
+  publish: (msg) => void _standIn.published.push(msg),
+  config: (key) => _standIn.config.get(key),
+};
+
+/** Serve the host calls with the component's imports. Internal: the entry
+ * module the build generates calls it. */
+export function _bindHost(imports) {
+  host = imports;
+}
+
+const hostLog = (level, text) => host.log(level, text);
+const hostPublish = (msg) => host.publish(msg);
+const hostConfig = (key) => host.config(key);
 
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -263,6 +282,12 @@ export function dispatch(handle, raw) {
     hostLog("error", `uncaught ${e}${e && e.stack ? `\n${e.stack}` : ""}`);
     throw e;
   }
+  return _outputs(out);
+}
+
+/** What `handle` returned as the list of messages the host publishes: nothing,
+ * one `Message` or an iterable of them. Internal (dispatch, weir/testing). */
+export function _outputs(out) {
   if (out === undefined || out === null) return [];
   if (out instanceof Message) return [out];
   const list = Array.from(out);

@@ -1,4 +1,4 @@
-//! Write [weir](https://github.com/) event handlers in Rust: a plain function over an event.
+//! Write weir event handlers in Rust: a plain function over an event.
 //!
 //! A weir plugin is a WebAssembly component that handles one event at a time and
 //! returns the messages to publish, or a [`Failure`]. This crate hides the
@@ -25,7 +25,9 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! weir-sdk = "0.1"
+//! # Not on crates.io: the sdk/ folder of a weir checkout, relative to this
+//! # Cargo.toml or absolute (`weir new --lang rust` writes the absolute path).
+//! weir-sdk = { path = "../weir/sdk" }
 //! ```
 //!
 //! ```
@@ -253,7 +255,9 @@ impl Event {
     }
 
     /// A message carrying `payload` addressed to the event's reply-to subject, or
-    /// `None` when the producer did not ask for a reply.
+    /// `None` when the producer did not ask for a reply. Always `None` for an
+    /// event from a JetStream subscription: the stream answered the request
+    /// (see "Requests" in weir's README).
     pub fn reply(&self, payload: impl Into<Vec<u8>>) -> Option<Message> {
         self.reply_to
             .as_ref()

@@ -272,6 +272,17 @@ fn weir_new_plugins_build_and_pass_weir_test() {
             String::from_utf8_lossy(&build.stdout),
             String::from_utf8_lossy(&build.stderr)
         );
+        if lang == "js" {
+            // Its unit tests under plain node, before any build: `npm test`.
+            let unit = Command::new("npm")
+                .arg("test")
+                .current_dir(&plugin)
+                .output()
+                .expect("run npm test");
+            let report = String::from_utf8_lossy(&unit.stdout);
+            assert!(unit.status.success(), "npm test failed\n{report}");
+            assert!(report.contains("# pass 2\n# fail 0"), "{report}");
+        }
         let test = Command::new(WEIR)
             .arg("test")
             .arg("--config")
@@ -316,4 +327,28 @@ fn python_sdk_unit_tests_pass_natively() {
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("Ran 7 tests"), "{report}");
+}
+
+/// The JavaScript SDK's own tests and an example plugin's unit tests, under
+/// plain node: weir.js serves the host calls in-process off WebAssembly, and
+/// register.js resolves "weir" and "weir/testing" without node_modules.
+#[test]
+fn js_sdk_unit_tests_pass_under_node() {
+    let root = repo_root();
+    let out = std::process::Command::new("node")
+        .arg("--import")
+        .arg(root.join("sdk/js/register.js"))
+        .arg("--test")
+        .arg(root.join("sdk/js/tests"))
+        .arg(root.join("plugins/enrich-order-js"))
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("# tests 15\n"), "{report}");
+    assert!(report.contains("# fail 0\n"), "{report}");
 }

@@ -11,6 +11,10 @@ mod auth;
 mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// The compile cache: bounded, least recently used first; `weir cache`.
+mod cache;
+/// The `weir` binary as a user types it: global flags, logs, pub, dlq.
+mod cli;
 /// Every language's twin of the example plugins passes the same fixtures.
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
@@ -18,6 +22,8 @@ mod core_dispatch;
 /// A dead letter never vanishes: a DLQ that refuses, a stream that steals
 /// its subjects, max_payload, no JetStream at all.
 mod dead_letters;
+/// A guest that does not build says which file and line, in a few lines.
+mod guest_builds;
 /// Hostile plugins fail only their own events.
 mod hostile;
 /// At-least-once delivery on JetStream, faults included.
@@ -36,3 +42,5 @@ mod servers;
 mod shutdown;
 /// Issue 16: a JetStream pull stream that stopped mid-stream, and the watchdog.
 mod stall;
+/// `weir test` on the retry path: exit status, --follow, --set, verdicts.
+mod weir_test;

@@ -127,6 +127,9 @@ pub struct SandboxConfig {
     /// `~/.cache/weir`. Set `cache = false` to compile on every start.
     pub cache_dir: Option<PathBuf>,
     pub cache: bool,
+    /// The cache's size cap: past it, the least recently used entries are
+    /// removed (a Python or JavaScript component compiles to ~36 MB).
+    pub cache_max_mb: u64,
     /// Instances that may exist at once across all plugins (the pool's size).
     pub max_instances: u32,
     /// The largest `memory_mb` any plugin may ask for.
@@ -140,6 +143,7 @@ impl Default for SandboxConfig {
         Self {
             cache_dir: None,
             cache: true,
+            cache_max_mb: 1024,
             max_instances: 1000,
             max_memory_mb: 512,
             epoch_tick_ms: 5,
@@ -148,6 +152,11 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// `cache_max_mb` in bytes.
+    pub fn cache_max_bytes(&self) -> u64 {
+        self.cache_max_mb.saturating_mul(1024 * 1024)
+    }
+
     /// The cache folder in force, if caching is on.
     pub fn resolved_cache_dir(&self) -> Option<PathBuf> {
         if !self.cache {
@@ -227,6 +236,12 @@ impl HostConfig {
         }
         if self.sandbox.max_memory_mb == 0 || self.sandbox.max_memory_mb > 4096 {
             return err("sandbox.max_memory_mb", "must be between 1 and 4096");
+        }
+        if self.sandbox.cache_max_mb == 0 {
+            return err(
+                "sandbox.cache_max_mb",
+                "must be at least 1 (cache = false turns the compile cache off)",
+            );
         }
         if self.sandbox.epoch_tick_ms == 0 || self.sandbox.epoch_tick_ms > 1000 {
             return err("sandbox.epoch_tick_ms", "must be between 1 and 1000");
@@ -325,6 +340,8 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("streams[0].subjects"));
         let e = parse("[[auth.keys]]\nissuer = \"i\"\nalg = \"EdDSA\"\nfiel = \"k\"\n");
         assert_eq!(e.field.as_deref(), Some("auth.keys[0].fiel"));
+        let e = parse("[sandbox]\ncache_max_mb = 0\n");
+        assert_eq!(e.field.as_deref(), Some("sandbox.cache_max_mb"));
         let e = parse("sandbox.max_instances = \"many\"\n");
         assert_eq!(e.field.as_deref(), Some("sandbox.max_instances"));
         let e = parse("[shutdown]\ngrace_ms = 1\n[dead_letter]\nstream = 5\n");

@@ -6,11 +6,10 @@
 //! [`RunOutput`], the outputs or the failure of one attempt.
 
 mod bindings;
-mod cache;
+pub mod cache;
 mod executor;
 mod state;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,8 +40,9 @@ pub enum LoadError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
-    /// Where compiled components are kept, keyed by wasm hash and engine.
-    cache_dir: Option<PathBuf>,
+    /// Where compiled components are kept, keyed by wasm hash and engine,
+    /// and the cap on their size; `None`: compile every time.
+    cache: Option<cache::Settings>,
     epoch_tick: Duration,
     /// The epoch ticker thread runs while this or any executor's clone of it
     /// is alive: guests are interrupted as long as one can run.
@@ -115,7 +115,11 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
-            cache_dir: config.resolved_cache_dir(),
+            cache: config.resolved_cache_dir().map(|dir| cache::Settings {
+                dir,
+                max_bytes: config.cache_max_bytes(),
+                since: std::time::SystemTime::now(),
+            }),
             epoch_tick,
             ticker,
             long_runners: Arc::new(tokio::sync::Semaphore::new(
@@ -133,9 +137,8 @@ impl Runtime {
     /// Compile (or fetch from the cache) a component and check that it is a
     /// handler, ready to be instantiated for events.
     pub fn prepare(&self, wasm: &[u8], sha256: &[u8; 32]) -> Result<Prepared, LoadError> {
-        let component =
-            cache::load_or_compile(&self.engine, self.cache_dir.as_deref(), wasm, sha256)
-                .map_err(LoadError::Compile)?;
+        let component = cache::load_or_compile(&self.engine, self.cache.as_ref(), wasm, sha256)
+            .map_err(LoadError::Compile)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -157,7 +160,9 @@ impl Runtime {
     }
 }
 
-/// A component checked against the world, ready for an [`Executor`].
+/// A component checked against the world, ready for an [`Executor`]; a
+/// clone shares the compiled code.
+#[derive(Clone)]
 pub struct Prepared {
     pre: bindings::HandlerPre<State>,
 }

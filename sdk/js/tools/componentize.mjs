@@ -4,10 +4,18 @@
 //
 // PLUGIN_DIR holds app.js (exporting `handle(event)`) and any modules it imports
 // by relative path. They are copied into a scratch folder beside the SDK (weir.js),
-// with the bare import "weir" pointed at it, and an entry module that exports the
-// world's `handle` is added; componentize-js's `componentize()` builds that (the
+// with the bare import "weir" pointed at it, and an entry module that binds the
+// host's imports for the SDK and exports the world's `handle` is added; componentize-js's `componentize()` builds that (the
 // jco CLI's componentize is broken with the preview2-shim it nests). No AOT
 // (weval would download a binary).
+//
+// Every module is first checked by node itself, so a syntax error is reported
+// as `<file>:<line>:<col>: SyntaxError: ...` with its line, not as the module
+// lexer's parse error (15 KB of minified source, at `app.js:1:1`). Any other
+// failure prints its message alone, with paths in the scratch folder mapped
+// back to the plugin's, and exits 1.
+
+import { spawnSync } from "node:child_process";
 
 import { componentize } from "@bytecodealliance/componentize-js";
 import { init, parse } from "es-module-lexer";
@@ -23,15 +31,37 @@ if (!witDir || !pluginDir || !out) {
 }
 const sdk = resolve(dirname(fileURLToPath(import.meta.url)), "..", "weir.js");
 
+/** The plugin's modules, relative to `base`; tests (`*.test.js`) are not part of it. */
 async function jsFiles(dir, base = dir) {
   const found = [];
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     if (entry.name === "node_modules" || entry.name.startsWith(".")) continue;
     const path = join(dir, entry.name);
     if (entry.isDirectory()) found.push(...(await jsFiles(path, base)));
-    else if (/\.m?js$/.test(entry.name)) found.push(relative(base, path));
+    else if (/\.m?js$/.test(entry.name) && !/\.test\.m?js$/.test(entry.name)) {
+      found.push(relative(base, path));
+    }
   }
   return found;
+}
+
+/** Node's verdict on `source` as an ES module: null when it parses, else the
+ * error as `<path>:<line>:<col>: SyntaxError: ...`, the line and a caret. */
+function syntaxError(path, source) {
+  const check = spawnSync(process.execPath, ["--input-type=module", "--check"], {
+    input: source,
+    encoding: "utf8",
+  });
+  if (check.status === 0) return null;
+  const lines = (check.stderr ?? "").split("\n");
+  const at = lines.findIndex((l) => /^\[stdin\]:\d+$/.test(l));
+  const message = lines.find((l) => /^\w*Error: /.test(l)) ?? "SyntaxError";
+  if (at < 0) return `${path}: ${message}`;
+  const line = lines[at].slice("[stdin]:".length);
+  const code = lines[at + 1] ?? "";
+  const caret = lines[at + 2] ?? "";
+  const column = Math.max(caret.indexOf("^"), 0) + 1;
+  return `${path}:${line}:${column}: ${message}\n  ${code}\n  ${caret}`;
 }
 
 await init;
@@ -41,8 +71,16 @@ try {
   if (!files.includes("app.js")) {
     throw new Error(`${pluginDir}: no app.js (the module exporting handle(event))`);
   }
+  const sources = new Map();
   for (const file of files) {
-    let source = await readFile(join(pluginDir, file), "utf8");
+    const path = join(resolve(pluginDir), file);
+    const source = await readFile(path, "utf8");
+    const error = syntaxError(path, source);
+    if (error) throw new Error(error);
+    sources.set(file, source);
+  }
+  for (const file of files) {
+    let source = sources.get(file);
     // Point the bare specifier "weir" at the SDK copy, from the end backwards so
     // that offsets stay valid.
     const [imports] = parse(source, file);
@@ -55,9 +93,19 @@ try {
     await writeFile(join(scratch, "app", file), source);
   }
   await cp(sdk, join(scratch, "weir.js"));
+  // The SDK imports nothing: bind.js gives it the component's host imports,
+  // and is imported first, so they are bound before any plugin module runs.
+  await writeFile(
+    join(scratch, "bind.js"),
+    `import { config, log, publish } from "weir:plugin/host@0.1.0";
+import { _bindHost } from "./weir.js";
+_bindHost({ config, log, publish });
+`,
+  );
   await writeFile(
     join(scratch, "entry.js"),
-    `import { dispatch } from "./weir.js";
+    `import "./bind.js";
+import { dispatch } from "./weir.js";
 import * as app from "./app/app.js";
 if (typeof app.handle !== "function") throw new Error("app.js must export a function handle(event)");
 export function handle(e) { return dispatch(app.handle, e); }
@@ -71,6 +119,15 @@ export function handle(e) { return dispatch(app.handle, e); }
     enableAot: false,
   });
   await writeFile(out, component);
+} catch (e) {
+  // Messages name modules by their place in the scratch tree (app/<file>):
+  // name the plugin's own files instead.
+  const plugin = resolve(pluginDir) + sep;
+  const message = String(e instanceof Error ? e.message : e)
+    .replaceAll(scratch + sep, "")
+    .replace(/(^|[\s(@])app\//gm, `$1${plugin}`);
+  console.error(`error: ${message}`);
+  process.exitCode = 1;
 } finally {
   await rm(scratch, { recursive: true, force: true });
 }

@@ -1,0 +1,146 @@
+// The JavaScript SDK under plain node: host calls served in-process, read and
+// reset through weir/testing.
+//
+// Run: node --import sdk/js/register.js --test sdk/js/tests/
+// (the integration suite does, see tests/integration/languages.rs).
+
+import assert from "node:assert/strict";
+import { beforeEach, describe, test } from "node:test";
+
+import {
+  Event,
+  Message,
+  PublishError,
+  Reject,
+  Retry,
+  config,
+  dispatch,
+  error,
+  info,
+  log,
+  publish,
+  roundHalfAway,
+} from "weir";
+import * as testing from "weir/testing";
+
+const bytes = (text) => new TextEncoder().encode(text);
+
+describe("Event", () => {
+  test("headers are case-insensitive and keep their order", () => {
+    const e = new Event("a", "x", {
+      headers: [["Fail-Times", "2"], ["fail-times", "3"], ["o", "1"]],
+    });
+    assert.equal(e.header("FAIL-TIMES"), "2");
+    assert.deepEqual(e.headerAll("fail-times"), ["2", "3"]);
+    assert.equal(e.header("missing"), undefined);
+    assert.deepEqual(new Event("a", "x", { headers: { k: "v" } }).headers, [["k", "v"]]);
+  });
+
+  test("json is strict and its failures are rejects", () => {
+    assert.deepEqual(new Event("a", '{"n": 2.5}').json(), { n: 2.5 });
+    for (const bad of ["{", "NaN", "[1e400]", new Uint8Array([0xff])]) {
+      assert.throws(() => new Event("a", bad).json(), (e) => {
+        assert.ok(e instanceof Reject, `${bad}: ${e}`);
+        assert.match(e.message, /^invalid JSON payload/);
+        return true;
+      });
+    }
+    assert.throws(() => new Event("a", new Uint8Array([0xff])).text(), Reject);
+  });
+
+  test("reply, toMessage and the defaults of a test event", () => {
+    const plain = new Event("a", "x");
+    assert.equal(plain.reply("y"), null);
+    assert.equal(plain.attempt, 1);
+    const e = new Event("a", "x", { headers: [["h", "v"]], replyTo: "_INBOX.1", attempt: 3 });
+    assert.deepEqual(e.reply("y"), new Message("_INBOX.1", "y"));
+    assert.deepEqual(e.toMessage("b"), new Message("b", "x", [["h", "v"]]));
+    assert.equal(e.attempt, 3);
+  });
+});
+
+describe("Message", () => {
+  test("json is compact and headers append", () => {
+    const m = Message.json("s", { a: [1, 2.5], "é": null }).header("k", "v").header("k", "w");
+    assert.deepEqual(m.payload, bytes('{"a":[1,2.5],"é":null}'));
+    assert.deepEqual(m.headers, [["k", "v"], ["k", "w"]]);
+  });
+
+  test("values JSON cannot hold are rejects; payloads are text or bytes", () => {
+    assert.throws(() => Message.json("s", 10n), Reject);
+    assert.throws(() => Message.json("s", undefined), Reject);
+    assert.throws(() => new Message("s", 5), TypeError);
+    assert.deepEqual(new Message("s", new Uint8Array([1, 2])).payload, new Uint8Array([1, 2]));
+  });
+});
+
+describe("host calls under node (weir/testing)", () => {
+  beforeEach(() => testing.reset());
+
+  test("config, publish and logs are served in-process", () => {
+    testing.setConfig("k", "v");
+    assert.equal(config("k"), "v");
+    assert.equal(config("missing", "d"), "d");
+    testing.removeConfig("k");
+    assert.equal(config("k", "gone"), "gone");
+
+    publish(new Message("s", "p"));
+    assert.deepEqual(testing.takePublished(), [new Message("s", "p")]);
+    assert.deepEqual(testing.takePublished(), []);
+    assert.throws(() => publish({ subject: "s" }), TypeError);
+
+    info("hello");
+    error("oops");
+    assert.deepEqual(testing.takeLogs(), [["info", "hello"], ["error", "oops"]]);
+    assert.throws(() => log("loud", "x"), TypeError);
+  });
+
+  test("reset forgets config, published messages and logs", () => {
+    testing.setConfig("k", "v");
+    publish(new Message("s", "p"));
+    info("x");
+    testing.reset();
+    assert.equal(config("k"), undefined);
+    assert.deepEqual(testing.takePublished(), []);
+    assert.deepEqual(testing.takeLogs(), []);
+  });
+
+  test("run gives what the host gets from handle", () => {
+    const one = new Message("a", "1");
+    assert.deepEqual(testing.run(() => one, new Event("x", "")), [one]);
+    assert.deepEqual(testing.run(() => undefined, new Event("x", "")), []);
+    assert.deepEqual(testing.run(() => new Set([one, one]), new Event("x", "")), [one]);
+    assert.throws(() => testing.run(() => [{ subject: "a" }], new Event("x", "")), TypeError);
+    assert.deepEqual(testing.takeLogs(), [["error", "handle must return Message objects"]]);
+    assert.throws(() => testing.run(() => { throw new Retry("busy"); }, new Event("x", "")), Retry);
+  });
+
+  test("dispatch maps failures as componentize-js lifts them, and logs a crash", () => {
+    const raw = { id: "e1", subject: "x", payload: bytes("p"), headers: [], attempt: 2 };
+    assert.deepEqual(dispatch((e) => [e.toMessage("y")], raw), [new Message("y", "p")]);
+    assert.throws(
+      () => dispatch(() => { throw new Reject("no"); }, raw),
+      (thrown) => {
+        assert.deepEqual(thrown, { payload: { tag: "reject", val: "no" } });
+        return true;
+      },
+    );
+    assert.throws(() => dispatch(() => { throw new RangeError("bug"); }, raw), RangeError);
+    const [[level, text]] = testing.takeLogs();
+    assert.equal(level, "error");
+    assert.match(text, /^uncaught RangeError: bug/);
+  });
+
+  test("a PublishError carries the host's reason", () => {
+    const e = new PublishError("too many outputs");
+    assert.equal(e.name, "PublishError");
+    assert.equal(e.message, "too many outputs");
+  });
+});
+
+test("rounding is Rust's (halves away from zero)", () => {
+  assert.equal(roundHalfAway(2.5), 3);
+  assert.equal(roundHalfAway(-2.5), -3);
+  assert.equal(roundHalfAway(0.49999999999999994), 0);
+  assert.equal(roundHalfAway(0.125, 2), 0.13);
+});
