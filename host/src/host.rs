@@ -144,6 +144,8 @@ impl Host {
             events: TaskTracker::new(),
             stop: CancellationToken::new(),
             grace: Duration::from_millis(config.shutdown.grace_ms),
+            features: transport::features(&client)?,
+            host_id: format!("{}-{:08x}", config.nats.name, rand::random::<u32>()),
         };
 
         let mut streams = config.streams.clone();
@@ -267,6 +269,7 @@ async fn subscribe_plugin(
     // reader starts.
     let mut core = Vec::new();
     let mut pulls = Vec::new();
+    let mut specs = Vec::new();
     for sub in &manifest.subscribe {
         match sub.mode {
             DeliveryMode::Core => {
@@ -278,10 +281,23 @@ async fn subscribe_plugin(
                 )?;
                 let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
                 let consumer = jetstream::bind_consumer(js, &spec).await?;
+                specs.push(spec.clone());
                 pulls.push((js.clone(), spec, consumer));
             }
         }
     }
+    let consumers = transport::circuit::Consumers {
+        js: sink.jetstream().cloned(),
+        specs,
+    };
+    let follower = transport::circuit::Follower::subscribe(
+        client,
+        plugin,
+        consumers,
+        ctx.features,
+        &ctx.host_id,
+    )
+    .await?;
     let feed = Feed {
         plugin: plugin.name().into(),
         stats: plugin.stats.clone(),
@@ -308,6 +324,9 @@ async fn subscribe_plugin(
         ));
     }
     drop(feed);
+    if let Some(follower) = follower {
+        ctx.feeders.spawn(follower.run(ctx.stop.clone()));
+    }
     ctx.feeders.spawn(pipeline::serve(
         plugin.clone(),
         sink.clone(),
@@ -327,6 +346,10 @@ struct Running {
     events: TaskTracker,
     stop: CancellationToken,
     grace: Duration,
+    /// What the server offers (consumer pause, for circuits).
+    features: transport::server::Features,
+    /// This host among the fleet, in circuit control messages.
+    host_id: String,
 }
 
 /// `--dev`: a file stream per jetstream subscription whose stream is neither

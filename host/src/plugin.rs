@@ -1,5 +1,5 @@
 //! A loaded plugin: its manifest, the executor that runs its events, its
-//! producer-token verifier and its counters. Loading checks the grant before
+//! producer-token verifier, its circuit breaker and its counters. Loading checks the grant before
 //! anything is compiled.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
+use crate::pipeline::Circuit;
 use crate::policy::OutputPolicy;
 use crate::sandbox::{Executor, LoadError, PluginShared, Runtime};
 
@@ -20,6 +21,8 @@ pub struct Plugin {
     pub stats: Arc<Stats>,
     /// Verifies producer tokens when plugin.toml has `[auth]`.
     pub auth: Option<Arc<crate::auth::TokenVerifier>>,
+    /// The circuit breaker, when plugin.toml has `[circuit]`.
+    pub circuit: Option<Arc<Circuit>>,
 }
 
 impl Plugin {
@@ -61,12 +64,17 @@ impl Plugin {
         host: &HostConfig,
         auth: Option<Arc<crate::auth::TokenVerifier>>,
     ) -> Self {
+        let manifest_circuit = manifest
+            .circuit
+            .clone()
+            .map(|config| Arc::new(Circuit::new(config)));
         Self {
             dead_letter_subject: format!("{}.{}", host.dead_letter.subject_prefix, manifest.name),
             manifest,
             executor,
             stats: Arc::default(),
             auth,
+            circuit: manifest_circuit,
         }
     }
 
@@ -97,6 +105,13 @@ pub struct Stats {
     pub handed_back: AtomicU64,
     /// Times a JetStream pull was found stalled and renewed (the watchdog).
     pub stalls: AtomicU64,
+    /// Core events dropped because the circuit was open (reason `circuit-open`).
+    pub shed_circuit_open: AtomicU64,
+    /// Times this host's attempts opened the circuit.
+    pub circuit_opened: AtomicU64,
+    /// JetStream attempts that failed while the circuit was open: the event
+    /// was held, not retried, and that attempt did not count against it.
+    pub held: AtomicU64,
 }
 
 impl Stats {

@@ -9,7 +9,15 @@ use crate::event::{
 
 /// Subject prefixes no plugin may publish to, grant or not: the server's own
 /// APIs, other clients' inboxes and weir's dead-letter queue.
-const RESERVED_PREFIXES: &[&str] = &["$SYS.", "$JS.", "$KV.", "$O.", "_INBOX."];
+const RESERVED_PREFIXES: &[&str] = &[
+    "$SYS.",
+    "$JS.",
+    "$KV.",
+    "$O.",
+    "_INBOX.",
+    // weir's own control subjects: a plugin must not open another's circuit.
+    "weir.circuit.",
+];
 
 #[derive(Debug, Clone)]
 pub struct OutputPolicy {

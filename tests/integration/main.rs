@@ -11,6 +11,8 @@ mod auth;
 mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// The circuit breaker: an outage pauses the fleet, nothing is dead-lettered (issue 10).
+mod circuit;
 /// Every language's twin of the example plugins passes the same fixtures.
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.

@@ -468,7 +468,9 @@ async fn stalled(consumer: &mut PullConsumer, spec: &ConsumerSpec, feed: &Feed) 
     };
     let room = info.config.max_ack_pending <= 0
         || (info.num_ack_pending as i64) < info.config.max_ack_pending;
-    if info.num_pending == 0 || info.num_waiting > 0 || !room {
+    // A paused consumer (an open circuit, `weir pause`, `nats consumer
+    // pause`) delivers nothing by design.
+    if info.num_pending == 0 || info.num_waiting > 0 || !room || info.paused {
         return false;
     }
     Stats::bump(&feed.stats.stalls);

@@ -1,0 +1,193 @@
+//! The circuit breaker (issue 10, item 4). A plugin whose dependency is down
+//! (plugins/outage: a retryable failure until a time in its config) gets 1,000
+//! JetStream events during the outage, on two hosts sharing its consumer.
+//! With `[circuit]` the consumer is paused on the server, no event is
+//! dead-lettered and after the outage every event is handled exactly once
+//! (weir's own counts: successful runs and raw output publishes). Without it,
+//! the retry storm dead-letters what would have succeeded a few seconds later.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use weir_host::host::Host;
+use weir_host::plugin::Stats;
+
+use crate::support::*;
+
+const EVENTS: usize = 1_000;
+/// Long enough that publishing the events ends well inside it, and that the
+/// default retry policy (3 attempts, 100 ms then 1 s) runs out inside it.
+const OUTAGE: Duration = Duration::from_secs(8);
+
+const CIRCUIT: &str = "
+[circuit]
+failure_ratio = 0.5
+min_events = 20
+window_ms = 10000
+open_ms = 1000
+max_open_ms = 4000
+probes = 3
+";
+
+fn outage_bundle(dir: &Path, down_until: SystemTime, circuit: bool) -> PathBuf {
+    let until_ms = down_until
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    bundle_copy("outage", dir, move |m| {
+        let m = m.replace(
+            "down_until_ms = \"0\"",
+            &format!("down_until_ms = \"{until_ms}\""),
+        );
+        if circuit { m + CIRCUIT } else { m }
+    })
+}
+
+async fn publish_events(client: &async_nats::Client) {
+    let js = jetstream::new(client.clone());
+    let mut acks = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        acks.push(
+            js.publish(format!("dep.in.{i}"), format!("event {i}").into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+fn sum(hosts: &[&Host], counter: impl Fn(&Stats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    hosts
+        .iter()
+        .flat_map(|h| h.plugins())
+        .map(|p| counter(&p.stats).load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Distinct `Nats-Msg-Id`s among the messages stored in `stream`.
+async fn distinct_ids(client: &async_nats::Client, stream: &str) -> usize {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let total = stream_count(client, "DEP_OUT").await as usize;
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..total {
+        let msg = tokio::time::timeout(PATIENCE, messages.next())
+            .await
+            .expect("stored message in time")
+            .expect("a message")
+            .expect("no error");
+        ids.insert(header(&msg, "Nats-Msg-Id").expect("every output has an id"));
+    }
+    ids.len()
+}
+
+async fn setup(server: &NatsServer) -> async_nats::Client {
+    let client = server.client().await;
+    create_stream(&client, "DEP_IN", &["dep.in.>"]).await;
+    create_stream(&client, "DEP_OUT", &["dep.out.>"]).await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_circuit_pauses_the_fleet_and_loses_no_event() {
+    let server = NatsServer::start();
+    let client = setup(&server).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let down_until = SystemTime::now() + OUTAGE;
+    let bundle = outage_bundle(dir.path(), down_until, true);
+    let config = host_config(&server, &[bundle]);
+    let a = Host::start(&config).await.expect("host a");
+    let b = Host::start(&config).await.expect("host b");
+    let mut raw = RawCount::start(&client, "dep.out.>").await;
+
+    publish_events(&client).await;
+    assert!(
+        SystemTime::now() < down_until,
+        "publishing outlasted the outage: the test shows nothing"
+    );
+
+    // While the dependency is down the consumer is paused on the server (for
+    // both hosts); after it, every event comes out.
+    let mut seen_paused = false;
+    let deadline = tokio::time::Instant::now() + OUTAGE + PATIENCE;
+    loop {
+        seen_paused |= consumer_info(&client, "DEP_IN").await.paused;
+        if stream_count(&client, "DEP_OUT").await >= EVENTS as u64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {EVENTS} outputs stored",
+            stream_count(&client, "DEP_OUT").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_consumer_idle(&client, "DEP_IN").await;
+    let hosts = [&a, &b];
+    let (succeeded, failed, held, dead, opened) = (
+        sum(&hosts, |s| &s.succeeded),
+        sum(&hosts, |s| &s.failed_attempts),
+        sum(&hosts, |s| &s.held),
+        sum(&hosts, |s| &s.dead_lettered),
+        sum(&hosts, |s| &s.circuit_opened),
+    );
+    a.stop().await.expect("a stops");
+    b.stop().await.expect("b stops");
+    let published = raw.count().await;
+    println!(
+        "circuit: {EVENTS} events, {failed} failed attempts ({held} held while open), \
+         opened {opened} times, {dead} dead letters, {succeeded} successes, {published} raw output publishes"
+    );
+    assert!(seen_paused, "the consumer was never paused on the server");
+    assert!(opened >= 1, "the circuit never opened");
+    assert!(failed > 0 && held > 0, "the outage hit no attempt");
+    assert_eq!(dead, 0, "an event that would succeed was dead-lettered");
+    assert_eq!(succeeded, EVENTS as u64, "handler successes");
+    assert_eq!(published, EVENTS as u64, "raw output publishes");
+    assert_eq!(stream_count(&client, "DEP_OUT").await, EVENTS as u64);
+    assert_eq!(distinct_ids(&client, "DEP_OUT").await, EVENTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_circuit_the_outage_floods_the_dead_letter_queue() {
+    let server = NatsServer::start();
+    let client = setup(&server).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let down_until = SystemTime::now() + OUTAGE;
+    let bundle = outage_bundle(dir.path(), down_until, false);
+    let config = host_config(&server, &[bundle]);
+    let a = Host::start(&config).await.expect("host a");
+    let b = Host::start(&config).await.expect("host b");
+    publish_events(&client).await;
+    let hosts = [&a, &b];
+    let deadline = tokio::time::Instant::now() + OUTAGE + PATIENCE;
+    while sum(&hosts, |s| &s.dead_lettered) + sum(&hosts, |s| &s.succeeded) < EVENTS as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (dead, failed) = (
+        sum(&hosts, |s| &s.dead_lettered),
+        sum(&hosts, |s| &s.failed_attempts),
+    );
+    a.stop().await.expect("a stops");
+    b.stop().await.expect("b stops");
+    println!("no circuit: {EVENTS} events, {failed} failed attempts, {dead} dead letters");
+    // Each of them would have succeeded once the outage was over.
+    assert!(
+        dead > 0,
+        "the outage dead-lettered nothing: the test shows nothing"
+    );
+}
