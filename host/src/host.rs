@@ -324,9 +324,7 @@ async fn subscribe_plugin(
         ));
     }
     drop(feed);
-    if let Some(follower) = follower {
-        ctx.feeders.spawn(follower.run(ctx.stop.clone()));
-    }
+    ctx.feeders.spawn(follower.run(ctx.stop.clone()));
     ctx.feeders.spawn(pipeline::serve(
         plugin.clone(),
         sink.clone(),

@@ -21,8 +21,9 @@ pub struct Plugin {
     pub stats: Arc<Stats>,
     /// Verifies producer tokens when plugin.toml has `[auth]`.
     pub auth: Option<Arc<crate::auth::TokenVerifier>>,
-    /// The circuit breaker, when plugin.toml has `[circuit]`.
-    pub circuit: Option<Arc<Circuit>>,
+    /// The circuit breaker: trips by itself when plugin.toml has
+    /// `[circuit]`; `weir pause` and `weir resume` work on every plugin.
+    pub circuit: Arc<Circuit>,
 }
 
 impl Plugin {
@@ -64,10 +65,7 @@ impl Plugin {
         host: &HostConfig,
         auth: Option<Arc<crate::auth::TokenVerifier>>,
     ) -> Self {
-        let manifest_circuit = manifest
-            .circuit
-            .clone()
-            .map(|config| Arc::new(Circuit::new(config)));
+        let manifest_circuit = Arc::new(Circuit::new(manifest.circuit.clone()));
         Self {
             dead_letter_subject: format!("{}.{}", host.dead_letter.subject_prefix, manifest.name),
             manifest,

@@ -114,14 +114,20 @@ pub struct Transition {
 
 pub struct Circuit {
     config: CircuitConfig,
+    /// `[circuit]` is set: attempts are counted and can open it. Without it
+    /// only an operator (or a consumer pause) opens it.
+    trips: bool,
     inner: Mutex<Inner>,
     transitions: watch::Sender<Option<Transition>>,
 }
 
 impl Circuit {
-    pub fn new(config: CircuitConfig) -> Self {
+    /// The breaker of `[circuit]`; with `None`, one that never trips by
+    /// itself (and probes with the defaults after a pause).
+    pub fn new(config: Option<CircuitConfig>) -> Self {
         Self {
-            config,
+            trips: config.is_some(),
+            config: config.unwrap_or_default(),
             inner: Mutex::new(Inner {
                 mode: Mode::Closed,
                 buckets: VecDeque::new(),
@@ -231,7 +237,7 @@ impl Circuit {
                 None
             }
             Mode::Closed => {
-                if verdict == Verdict::Neutral {
+                if verdict == Verdict::Neutral || !self.trips {
                     return None;
                 }
                 self.count(&mut inner, now, verdict == Verdict::Failure);
@@ -364,14 +370,26 @@ mod tests {
     use super::*;
 
     fn circuit() -> Circuit {
-        Circuit::new(CircuitConfig {
+        Circuit::new(Some(CircuitConfig {
             failure_ratio: 0.5,
             min_events: 4,
             window_ms: 1_000,
             open_ms: 100,
             max_open_ms: 350,
             probes: 2,
-        })
+        }))
+    }
+
+    #[test]
+    fn without_a_config_it_never_trips_but_can_be_paused() {
+        let c = Circuit::new(None);
+        let t = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(c.record(t, Verdict::Failure, false), None);
+        }
+        assert_eq!(c.gate(t).0, Gate::Pass);
+        opened(c.open_until(t, t + Duration::from_secs(5)));
+        assert!(matches!(c.gate(t).0, Gate::Wait(_)));
     }
 
     fn opened(change: Option<Change>) -> Duration {

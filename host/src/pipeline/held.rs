@@ -77,9 +77,7 @@ impl<D: Delivery> Held<D> {
                     },
                 },
             };
-            let Some(circuit) = self.plugin.circuit.clone() else {
-                return Some((item, false));
-            };
+            let circuit = self.plugin.circuit.clone();
             if stop.is_cancelled() {
                 // The serve loop hands it back (or, for core, runs it).
                 return Some((item, false));
@@ -213,7 +211,7 @@ pub(super) fn log_change(plugin: &Plugin, change: Option<Change>) {
         }
         Change::HalfOpened => tracing::info!(
             plugin = plugin.name(),
-            probes = plugin.circuit.as_ref().map_or(0, |c| c.config().probes),
+            probes = plugin.circuit.config().probes,
             "circuit half-open: probing"
         ),
         Change::Closed => {

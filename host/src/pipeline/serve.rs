@@ -91,8 +91,8 @@ pub async fn serve<D: Delivery, S: Sink>(
         };
         let Some(permit) = permit else {
             Stats::bump(&plugin.stats.handed_back);
-            if probe && let Some(circuit) = &plugin.circuit {
-                circuit.record(tokio::time::Instant::now(), Verdict::Neutral, true);
+            if probe {
+                (plugin.circuit).record(tokio::time::Instant::now(), Verdict::Neutral, true);
             }
             item.delivery.settle(Settle::HandBack).await;
             continue;
@@ -285,9 +285,7 @@ impl<S: Sink> Run<'_, S> {
     /// instead: a retryable failure of a redelivered (JetStream) event while
     /// the circuit is open does not count against the event.
     fn held_by_circuit(&self, outcome: &Outcome, probe: bool, redelivers: bool) -> bool {
-        let Some(circuit) = &self.plugin.circuit else {
-            return false;
-        };
+        let circuit = &self.plugin.circuit;
         let verdict = match outcome {
             Outcome::Done(_) => Verdict::Success,
             Outcome::Retry { .. } => Verdict::Failure,

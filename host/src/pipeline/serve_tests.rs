@@ -395,7 +395,7 @@ async fn after_stop_redeliverable_events_are_handed_back_and_core_ones_finish() 
 fn open_circuit_plugin() -> Arc<Plugin> {
     let plugin = plugin_with(3, "[circuit]\n");
     let now = tokio::time::Instant::now();
-    let circuit = plugin.circuit.as_ref().expect("a circuit");
+    let circuit = &plugin.circuit;
     assert!(
         circuit
             .open_until(now, now + Duration::from_secs(60))

@@ -107,33 +107,36 @@ pub struct Follower {
     pause_on_server: bool,
     host_id: String,
     control: async_nats::Subscriber,
-    advisories: async_nats::Subscriber,
+    /// Only for a plugin with JetStream consumers.
+    advisories: Option<async_nats::Subscriber>,
 }
 
 impl Follower {
-    /// Subscribe to what the fleet says about `plugin`'s circuit; `None`
-    /// when the plugin has no `[circuit]`.
+    /// Subscribe to what the fleet says about `plugin`'s circuit.
     pub async fn subscribe(
         client: &Client,
         plugin: &Plugin,
         consumers: Consumers,
         features: Features,
         host_id: &str,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(circuit) = plugin.circuit.clone() else {
-            return Ok(None);
-        };
+    ) -> anyhow::Result<Self> {
+        let circuit = plugin.circuit.clone();
         let name = plugin.name().to_owned();
         let control = client
             .subscribe(control_subject(&name))
             .await
             .context("cannot subscribe to the circuit's control subject")?;
-        let advisories = client
-            .subscribe("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.>")
-            .await
-            .context("cannot subscribe to consumer pause advisories")?;
         let has_consumers = !consumers.specs.is_empty();
-        if !features.consumer_pause() && has_consumers {
+        let advisories = match has_consumers {
+            true => Some(
+                client
+                    .subscribe("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.>")
+                    .await
+                    .context("cannot subscribe to consumer pause advisories")?,
+            ),
+            false => None,
+        };
+        if !features.consumer_pause() && has_consumers && plugin.manifest.circuit.is_some() {
             tracing::warn!(
                 plugin = %name, version = %features.version,
                 "[circuit]: this nats-server has no consumer pause (2.11+): an open circuit stops this \
@@ -141,7 +144,7 @@ impl Follower {
                 control_subject(&name)
             );
         }
-        Ok(Some(Self {
+        Ok(Self {
             client: client.clone(),
             name,
             circuit,
@@ -150,7 +153,7 @@ impl Follower {
             host_id: host_id.to_owned(),
             control,
             advisories,
-        }))
+        })
     }
 
     /// Until `stop`.
@@ -185,7 +188,7 @@ impl Follower {
                         Err(e) => tracing::warn!(plugin = %name, error = %e, "ignoring a malformed message on {}", msg.subject),
                     }
                 }
-                Some(msg) = advisories.next() => {
+                Some(msg) = next_advisory(&mut advisories) => {
                     if let Ok(advisory) = serde_json::from_slice::<PauseAdvisory>(&msg.payload)
                         && consumers.specs.iter().any(|s| s.stream == advisory.stream && s.durable() == advisory.consumer)
                         && advisory.paused
@@ -196,6 +199,15 @@ impl Follower {
                 }
             }
         }
+    }
+}
+
+async fn next_advisory(
+    advisories: &mut Option<async_nats::Subscriber>,
+) -> Option<async_nats::Message> {
+    match advisories {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
     }
 }
 
