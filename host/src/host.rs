@@ -229,8 +229,10 @@ impl Host {
             tracing::info!(
                 plugin = plugin.name(),
                 received = get(&s.received),
+                redelivered = get(&s.redelivered),
                 succeeded = get(&s.succeeded),
                 failed_attempts = get(&s.failed_attempts),
+                retried = get(&s.retried),
                 dead_lettered = get(&s.dead_lettered),
                 dead_letters_unstored = get(&s.dead_letters_unstored),
                 outputs_unconfirmed = get(&s.outputs_unconfirmed),

@@ -3,7 +3,7 @@
 //! anything is compiled.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
@@ -24,6 +24,9 @@ pub struct Plugin {
     /// The circuit breaker: trips by itself when plugin.toml has
     /// `[circuit]`; `weir pause` and `weir resume` work on every plugin.
     pub circuit: Arc<Circuit>,
+    /// Whether the handler was already warned about answering a request on a
+    /// JetStream subscription (a reply that goes nowhere live): once per plugin.
+    pub(crate) warned_jetstream_reply: AtomicBool,
 }
 
 impl Plugin {
@@ -73,6 +76,7 @@ impl Plugin {
             stats: Arc::default(),
             auth,
             circuit: manifest_circuit,
+            warned_jetstream_reply: AtomicBool::new(false),
         }
     }
 
@@ -84,12 +88,19 @@ impl Plugin {
 /// Counters per plugin (a metrics endpoint reads the same).
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Events the readers took from NATS.
+    /// New events the readers took from NATS: a JetStream delivery counts
+    /// only the first time (delivered = 1); later ones are `redelivered`.
     pub received: AtomicU64,
+    /// JetStream deliveries of an event delivered before: a retry after its
+    /// backoff, or one a stopped or dead host left unfinished.
+    pub redelivered: AtomicU64,
     /// Events finished with their outputs published (confirmed, on JetStream).
     pub succeeded: AtomicU64,
     /// Attempts that failed (retried or not).
     pub failed_attempts: AtomicU64,
+    /// Failed attempts to be tried again (after the backoff): in-process on
+    /// core NATS, by a delayed redelivery on JetStream.
+    pub retried: AtomicU64,
     /// Dead letters stored.
     pub dead_lettered: AtomicU64,
     /// Dead letters that could not be stored (the event stays in its stream

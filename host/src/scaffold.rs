@@ -196,8 +196,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path, repo: &Path) -> anyhow::Result
     Ok(files)
 }
 
-/// `weir new`.
-pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
+/// `weir new`; `json` (the global `--json`) prints what was created as JSON.
+pub fn run(args: NewArgs, json: bool) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let repo = weir_repo();
     if !repo.join("sdk").join("Cargo.toml").is_file() {
@@ -207,6 +207,22 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let files = create(&args.name, args.lang, &dir, &repo)?;
+    let next = [
+        format!("cd {}", dir.display()),
+        "./build.sh".to_owned(),
+        "weir test . -e fixtures/events.json --expect fixtures/expected.json".to_owned(),
+    ];
+    if json {
+        let report = serde_json::json!({
+            "plugin": args.name,
+            "lang": args.lang.doc(),
+            "dir": dir,
+            "files": files.iter().map(|f| f.path).collect::<Vec<_>>(),
+            "next": next,
+        });
+        println!("{report:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "created {} plugin {} in {}:",
         args.lang.title(),
@@ -217,9 +233,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", f.path);
     }
     println!("next:");
-    println!("  cd {}", dir.display());
-    println!("  ./build.sh");
-    println!("  weir test . -e fixtures/events.json --expect fixtures/expected.json");
+    for step in &next {
+        println!("  {step}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -253,7 +253,9 @@ impl Event {
     }
 
     /// A message carrying `payload` addressed to the event's reply-to subject, or
-    /// `None` when the producer did not ask for a reply.
+    /// `None` when the producer did not ask for a reply. Always `None` for an
+    /// event from a JetStream subscription: the stream answered the request
+    /// (see "Requests" in weir's README).
     pub fn reply(&self, payload: impl Into<Vec<u8>>) -> Option<Message> {
         self.reply_to
             .as_ref()

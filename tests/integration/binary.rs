@@ -159,10 +159,7 @@ fn sigterm_finishes_received_events() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = rt.block_on(server.client());
     rt.block_on(create_stream(&client, "DONE", &["test.flaky-done"]));
-    let mut host = WeirProcess::start(
-        &["up", "--config", path(&config)],
-        &[("WEIR_LOG", "info,weir_host::pipeline=debug")],
-    );
+    let mut host = WeirProcess::start(&["up", "--config", path(&config)], &[]);
     host.wait_for_output("weir is up");
     const N: u64 = 50;
     rt.block_on(async {
@@ -180,7 +177,7 @@ fn sigterm_finishes_received_events() {
     // waits for its retry: they are in flight.
     let retrying = |log: &str| {
         log.lines()
-            .filter(|l| l.contains("attempt failed, will retry") && l.contains("plugin=\"flaky\""))
+            .filter(|l| l.contains("attempt failed; retry in") && l.contains("plugin=\"flaky\""))
             .count() as u64
     };
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -204,6 +201,11 @@ fn sigterm_finishes_received_events() {
     assert_eq!(t("received"), N, "{log}");
     assert_eq!(t("succeeded"), N / 2, "the first-try successes finished");
     assert_eq!(t("failed_attempts"), N / 2, "no retry ran after SIGTERM");
+    assert_eq!(
+        t("retried"),
+        N / 2,
+        "each failing event was set for a retry once"
+    );
     assert_eq!(t("dead_lettered"), N / 2, "the failures were dead-lettered");
     assert_eq!(t("dead_letters_unstored"), 0);
     rt.block_on(async {

@@ -13,6 +13,8 @@ mod bad_input;
 mod binary;
 /// The circuit breaker: an outage pauses the fleet, nothing is dead-lettered (issue 10).
 mod circuit;
+/// The `weir` binary as a user types it: global flags, logs, pub, dlq.
+mod cli;
 /// Every language's twin of the example plugins passes the same fixtures.
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.

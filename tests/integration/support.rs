@@ -641,12 +641,13 @@ pub struct WeirProcess {
 
 impl WeirProcess {
     /// Run `weir ARGS` with `env` added to the test's environment. `WEIR_LOG`
-    /// is cleared so the binary logs at its own default level unless `env`
-    /// sets it.
+    /// and `RUST_LOG` are cleared so the binary logs at its own default
+    /// level unless `env` sets them.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(WEIR)
             .args(args)
             .env_remove("WEIR_LOG")
+            .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,8 +1,8 @@
 //! `weir keys gen`, `weir grant sign|verify`, `weir token issue`: their
-//! arguments and bodies. cli.rs only routes to them.
+//! arguments and bodies. The `cli` module only routes to them.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,8 +59,6 @@ pub struct KeysGenArgs {
     /// The issuer to show in the weir.toml snippet printed.
     #[arg(long, default_value = "weir")]
     pub issuer: String,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,25 +104,20 @@ pub struct GrantSignArgs {
     /// The grant's issuer: one of weir.toml's auth.grant_issuers.
     #[arg(long, default_value = "weir")]
     pub issuer: String,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct GrantVerifyArgs {
     /// The bundle folder.
     pub bundle: PathBuf,
-    /// Verify with this public key (PEM or JWKS), for any issuer.
+    /// Verify with this public key (PEM or JWKS), for any issuer; without
+    /// it, with the trusted keys and grant issuers of --config (default
+    /// ./weir.toml).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub key: Option<PathBuf>,
     /// With --key: the key id (default from the file name).
     #[arg(long, value_name = "KID", requires = "key")]
     pub kid: Option<String>,
-    /// Verify with weir.toml's trusted keys and grant issuers (default ./weir.toml).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,7 +161,8 @@ pub struct TokenIssueArgs {
 /// outside a host config.
 const ANY_MEMORY_MB: u32 = 4096;
 
-pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
+/// `json`: the global `--json`.
+pub fn keys(args: KeysArgs, json: bool) -> anyhow::Result<ExitCode> {
     let KeysCommand::Gen(args) = args.command;
     let alg: KeyAlg = args.alg.into();
     let kid = match args.kid {
@@ -182,7 +176,7 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
     };
     let g = signing::generate(alg, &args.out, &kid)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         serde_json::to_writer_pretty(&mut out, &g)?;
         writeln!(out)?;
     } else {
@@ -203,14 +197,15 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
+/// `config`: the global `--config` (for `verify`); `json`: the global `--json`.
+pub fn grant(args: GrantArgs, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     match args.command {
-        GrantCommand::Sign(args) => grant_sign(args),
-        GrantCommand::Verify(args) => grant_verify(args),
+        GrantCommand::Sign(args) => grant_sign(args, json),
+        GrantCommand::Verify(args) => grant_verify(args, config, json),
     }
 }
 
-fn grant_sign(args: GrantSignArgs) -> anyhow::Result<ExitCode> {
+fn grant_sign(args: GrantSignArgs, json: bool) -> anyhow::Result<ExitCode> {
     let key = SigningKey::load(&args.key, args.kid.as_deref())?;
     let bundle = Bundle::load(&args.bundle, ANY_MEMORY_MB)?;
     let subscribe = if args.subscribe.is_empty() {
@@ -235,7 +230,7 @@ fn grant_sign(args: GrantSignArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("grant for {}", args.bundle.display()))?;
     let path = bundle.dir.join(grant::GRANT_FILE);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         let report = serde_json::json!({ "grant": path, "kid": key.kid, "claims": claims });
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
@@ -252,7 +247,11 @@ fn grant_sign(args: GrantSignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn grant_verify(args: GrantVerifyArgs) -> anyhow::Result<ExitCode> {
+fn grant_verify(
+    args: GrantVerifyArgs,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (keys, issuers, max_memory_mb) = match &args.key {
         Some(path) => (
             KeySet::from_file(path, args.kid.as_deref())?,
@@ -260,10 +259,7 @@ fn grant_verify(args: GrantVerifyArgs) -> anyhow::Result<ExitCode> {
             ANY_MEMORY_MB,
         ),
         None => {
-            let path = args
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("weir.toml"));
+            let path = config.map_or_else(|| PathBuf::from("weir.toml"), Path::to_path_buf);
             if !path.is_file() {
                 anyhow::bail!(
                     "no key to verify with: pass --key FILE or --config weir.toml ({} not found)",
@@ -282,7 +278,7 @@ fn grant_verify(args: GrantVerifyArgs) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::load(&args.bundle, max_memory_mb)?;
     let explained = grant::explain(&bundle, &keys, issuers.as_deref());
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         serde_json::to_writer_pretty(&mut out, &explained)?;
         writeln!(out)?;
     } else {
@@ -295,7 +291,8 @@ fn grant_verify(args: GrantVerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+/// `json`: the global `--json` (`{"token": ...}`).
+pub fn token(args: TokenArgs, json: bool) -> anyhow::Result<ExitCode> {
     let TokenCommand::Issue(args) = args.command;
     let key = SigningKey::load(&args.key, args.kid.as_deref())?;
     let mut claims = Vec::new();
@@ -314,6 +311,10 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     };
     let jwt = token::issue(&key, &spec)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{jwt}")?;
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "token": jwt }))?;
+    } else {
+        writeln!(out, "{jwt}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,9 +2,10 @@
 //! (done / retry after a delay / dead-letter), and the outputs' message ids.
 //! `weir up`, `weir test` and the benchmarks all go through [`attempt`].
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::config::RetryPolicy;
+use crate::config::{DeliveryMode, RetryPolicy};
 use crate::event::{Event, Failure, LogLine, Message};
 use crate::plugin::Plugin;
 
@@ -79,10 +80,50 @@ pub struct Attempt {
 /// get their message ids when they are published: [`stamp_outputs`]).
 pub async fn attempt(plugin: &Plugin, event: &Event) -> Attempt {
     let run = plugin.executor.run(event).await;
+    if let Ok(outputs) = &run.result {
+        note_jetstream_reply(plugin, event, outputs);
+    }
     Attempt {
         outcome: decide(&plugin.manifest.retry, event.attempt, run.result),
         logs: run.logs,
     }
+}
+
+/// Warn, once per plugin, when a handler answers a request that reached it
+/// through a JetStream subscription. A request to a subject a stream captures
+/// is answered by the stream (its publish ack), and the stored event keeps no
+/// reply subject (NATS does not store it), so live such a reply goes nowhere:
+/// `weir up` hands JetStream events no `reply_to`. A `weir test` fixture can
+/// carry one whatever the mode, and that is where an author sees this.
+fn note_jetstream_reply(plugin: &Plugin, event: &Event, outputs: &[Message]) {
+    let Some(reply_to) = event.reply_to.as_deref() else {
+        return;
+    };
+    if !outputs.iter().any(|m| m.subject == reply_to) {
+        return;
+    }
+    let mut matching = plugin
+        .manifest
+        .subscribe
+        .iter()
+        .filter(|s| crate::event::subject_matches(&s.subject, &event.subject));
+    let Some(first) = matching.next() else {
+        return;
+    };
+    let from_jetstream = |s: &crate::config::Subscription| s.mode == DeliveryMode::Jetstream;
+    if !from_jetstream(first) || !matching.all(from_jetstream) {
+        return;
+    }
+    if plugin.warned_jetstream_reply.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    tracing::warn!(
+        plugin = plugin.name(), subject = %event.subject, stream = first.stream.as_deref().unwrap_or(""),
+        "the handler replied to a request on a JetStream subscription ({}): live, a request to a \
+         subject a stream captures gets the stream's ack and this reply goes nowhere; \
+         subscribe in core mode to answer requests (README \"Requests\")",
+        first.subject
+    );
 }
 
 #[cfg(test)]

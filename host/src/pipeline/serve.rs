@@ -174,6 +174,10 @@ impl<S: Sink> Run<'_, S> {
             delivery,
         } = item;
         let redelivers = delivery.redelivers();
+        tracing::trace!(
+            plugin = plugin.name(), event = %event.id, subject = %event.subject,
+            attempt = event.attempt, "received"
+        );
         let refused = match refused {
             Some(failure) => Some(failure),
             None if redelivers => unstored.take(&event.id),
@@ -317,9 +321,14 @@ async fn publish<S: Sink>(
     confirm: bool,
 ) -> Ending {
     stamp_outputs(event, &mut outputs);
+    let count = outputs.len();
     match sink.publish(outputs, confirm).await {
         Ok(()) => {
             Stats::bump(&plugin.stats.succeeded);
+            tracing::debug!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                attempt = event.attempt, outputs = count, "done"
+            );
             Ending::Settled(Settle::Done)
         }
         Err(e) => {
@@ -343,13 +352,15 @@ async fn publish<S: Sink>(
     }
 }
 
-/// Count and log an attempt that will be retried after `delay`.
+/// Count and log an attempt that will be retried after `delay`: one line at
+/// info, naming the plugin, the event, the attempt, the kind and what follows.
 fn note_retry(plugin: &Plugin, event: &Event, delay: Duration, failure: &Failure) {
     Stats::bump(&plugin.stats.failed_attempts);
-    tracing::debug!(
+    Stats::bump(&plugin.stats.retried);
+    tracing::info!(
         plugin = plugin.name(), event = %event.id, subject = %event.subject,
-        attempt = event.attempt, delay_ms = delay.as_millis() as u64,
-        "attempt failed, will retry: {failure}"
+        attempt = event.attempt, kind = failure.kind.as_str(), error = ?failure.message,
+        "attempt failed; retry in {}", humantime::format_duration(delay)
     );
 }
 
@@ -411,8 +422,8 @@ pub(crate) async fn dead_letter<S: Sink>(
             Stats::bump(&plugin.stats.dead_lettered);
             tracing::warn!(
                 plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
-                "dead-lettered: {}", failure.message
+                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
+                error = ?failure.message, "dead-lettered to {}", plugin.dead_letter_subject
             );
             true
         }
@@ -420,7 +431,7 @@ pub(crate) async fn dead_letter<S: Sink>(
             Stats::bump(&plugin.stats.dead_letters_unstored);
             tracing::error!(
                 plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                attempts = event.attempt, kind = failure.kind.dead_letter_kind(),
+                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
                 error = %format!("{e:#}"),
                 "cannot store the dead letter ({}); {}",
                 failure.message,

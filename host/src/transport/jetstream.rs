@@ -384,7 +384,7 @@ async fn pull_until_stopped(
                     // no heartbeats), just as the watchdog's spell ends:
                     // counting those would keep the watchdog from ever firing.
                     last_arrival = Instant::now();
-                    Stats::bump(&feed.stats.received);
+                    count_delivery(&feed.stats, &message);
                     let inbound = match to_inbound(message, pull.progress_every, hand_backs) {
                         Ok(inbound) => inbound,
                         Err(e) => {
@@ -439,6 +439,15 @@ async fn pull_until_stopped(
     }
 }
 
+/// Count a delivery as a new event (`received`) the first time the server
+/// delivers it, else as `redelivered`: a retry is not a new event.
+fn count_delivery(stats: &Stats, message: &jetstream::Message) {
+    match message.info() {
+        Ok(info) if info.delivered > 1 => Stats::bump(&stats.redelivered),
+        _ => Stats::bump(&stats.received),
+    }
+}
+
 /// Stop pulling and keep, to hand back, what the outstanding pull requests
 /// still bring, until they are all answered (at most `expires` and a second).
 async fn drain(
@@ -449,7 +458,7 @@ async fn drain(
     messages.stop_pulling();
     while let Some(next) = messages.next().await {
         if let Ok(message) = next {
-            Stats::bump(&feed.stats.received);
+            count_delivery(&feed.stats, &message);
             Stats::bump(&feed.stats.handed_back);
             hand_backs.hand_back(message).await;
         }
