@@ -177,6 +177,17 @@ impl Host {
             }
         }
         let plugins = running;
+        let requests = client
+            .subscribe(crate::status::SUBJECT)
+            .await
+            .context("cannot subscribe to status requests")?;
+        ctx.feeders.spawn(crate::status::answer(
+            client.clone(),
+            requests,
+            ctx.host_id.clone(),
+            plugins.clone(),
+            ctx.stop.clone(),
+        ));
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
@@ -239,6 +250,9 @@ impl Host {
                 shed = get(&s.shed),
                 handed_back = get(&s.handed_back),
                 stalls = get(&s.stalls),
+                circuit_opened = get(&s.circuit_opened),
+                held = get(&s.held),
+                shed_circuit_open = get(&s.shed_circuit_open),
                 "plugin totals"
             );
         }

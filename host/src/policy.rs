@@ -17,6 +17,7 @@ const RESERVED_PREFIXES: &[&str] = &[
     "_INBOX.",
     // weir's own control subjects: a plugin must not open another's circuit.
     "weir.circuit.",
+    "weir.status",
 ];
 
 #[derive(Debug, Clone)]

@@ -191,3 +191,157 @@ async fn without_a_circuit_the_outage_floods_the_dead_letter_queue() {
         "the outage dead-lettered nothing: the test shows nothing"
     );
 }
+
+fn weir(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(WEIR)
+        .args(args)
+        .env_remove("WEIR_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run weir")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `weir pause` / `weir resume` / `weir status` through the binary, against a
+/// running `weir up`: a paused JetStream plugin's consumer is paused on the
+/// server and its events wait in the stream; a paused core plugin answers a
+/// request with a 503 `circuit-open` error; resume lets both flow again.
+#[test]
+fn operators_pause_and_resume_a_plugin_by_hand() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The dependency is up: every event relays.
+    let outage = outage_bundle(dir.path(), SystemTime::UNIX_EPOCH, false);
+    let echo = bundle("echo");
+    let config = dir.path().join("weir.toml");
+    let config_text = format!(
+        "[nats]\nurl = \"{}\"\n[plugins]\ndirs = []\nbundles = [\"{}\", \"{}\"]\n[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
+        server.url(),
+        outage.display(),
+        echo.display(),
+        env!("CARGO_TARGET_TMPDIR")
+    );
+    std::fs::write(&config, config_text).expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(setup(&server));
+    let mut host = WeirProcess::start(&["up", "--config", config], &[]);
+    host.wait_for_output("weir is up");
+
+    let paused = weir(&["pause", "outage", "--for", "1h", "--config", config]);
+    assert!(paused.status.success(), "{paused:?}");
+    assert!(
+        stdout(&paused).contains("paused outage until"),
+        "{}",
+        stdout(&paused)
+    );
+    assert!(
+        stdout(&paused).contains("consumers on the server: 1"),
+        "{}",
+        stdout(&paused)
+    );
+    let info = rt.block_on(consumer_info(&client, "DEP_IN"));
+    assert!(info.paused, "the consumer is paused on the server");
+    let echo_paused = weir(&["pause", "echo", "--config", config]);
+    assert!(echo_paused.status.success(), "{echo_paused:?}");
+
+    // Every host says so (wait: the control message reaches the host after
+    // the CLI has exited).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let status = weir(&["status", "--json", "--config", config]);
+        assert!(status.status.success(), "{status:?}");
+        let hosts: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        let state = |name: &str| {
+            hosts[0]["plugins"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .map(|p| p["circuit"].as_str().unwrap_or_default().to_owned())
+        };
+        if state("outage").as_deref() == Some("open") && state("echo").as_deref() == Some("open") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never showed both open: {hosts}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = stdout(&weir(&["status", "--config", config]));
+    assert!(
+        table.contains("outage") && table.contains("open 1h"),
+        "{table}"
+    );
+
+    rt.block_on(async {
+        let js = jetstream::new(client.clone());
+        for i in 0..5 {
+            js.publish(format!("dep.in.{i}"), "x".into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+    });
+    let info = rt.block_on(consumer_info(&client, "DEP_IN"));
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (5, 0),
+        "the events wait in their stream"
+    );
+    let refused = weir(&[
+        "pub",
+        "--request",
+        "--timeout-ms",
+        "2000",
+        "--config",
+        config,
+        "demo.echo.x",
+        "hi",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a paused core plugin answered: {refused:?}"
+    );
+    let said = format!(
+        "{}{}",
+        stdout(&refused),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        said.contains("circuit-open") && said.contains("503"),
+        "{said}"
+    );
+
+    for plugin in ["outage", "echo"] {
+        let resumed = weir(&["resume", plugin, "--config", config]);
+        assert!(resumed.status.success(), "{resumed:?}");
+    }
+    rt.block_on(wait_stream_count(&client, "DEP_OUT", 5));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let answer = weir(&[
+            "pub",
+            "--request",
+            "--timeout-ms",
+            "2000",
+            "--config",
+            config,
+            "demo.echo.x",
+            "hi",
+        ]);
+        if answer.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo never answered after resume: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, log) = host.stop();
+    assert!(status.success(), "{log}");
+}

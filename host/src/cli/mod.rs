@@ -8,6 +8,7 @@
 //! - [`test`]: `weir test`.
 //! - [`pubsub`]: `weir pub` and `weir sub`.
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
+//! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
 //! [`crate::scaffold`].
@@ -22,11 +23,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{HostConfig, ServerUrls};
 use crate::transport;
 
+pub mod circuit;
 pub mod dlq;
 pub mod pubsub;
 pub mod test;
 pub mod up;
 
+use circuit::{PauseArgs, ResumeArgs, StatusArgs};
 use dlq::DlqArgs;
 use pubsub::{PubArgs, SubArgs};
 use test::TestArgs;
@@ -63,6 +66,12 @@ pub enum Command {
     Token(crate::auth::commands::TokenArgs),
     /// Inspect, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Stop a plugin's events on every host (its circuit opened by hand).
+    Pause(PauseArgs),
+    /// Let a paused plugin's events flow again (its circuit closed by hand).
+    Resume(ResumeArgs),
+    /// What every running host reports: plugins, circuits, counters.
+    Status(StatusArgs),
     /// Create a plugin folder (Rust, Python, JavaScript or C) that builds and passes `weir test`.
     New(crate::scaffold::NewArgs),
 }
@@ -131,6 +140,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(args) => crate::auth::commands::token(args, global.json),
         Command::Dlq(args) => dlq::dlq(args, global).await,
+        Command::Pause(args) => circuit::pause(args, global).await,
+        Command::Resume(args) => circuit::resume(args, global).await,
+        Command::Status(args) => circuit::status(args, global).await,
         Command::New(args) => crate::scaffold::run(args, global.json),
     }
 }
