@@ -297,6 +297,22 @@ async fn subscribe_plugin(
                 )?;
                 let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
                 let consumer = jetstream::bind_consumer(js, &spec).await?;
+                // Paused on the server (an open circuit, `weir pause`): this
+                // host joins in.
+                let info = consumer.cached_info();
+                if info.paused
+                    && let Some(left) = info.pause_remaining
+                {
+                    let now = tokio::time::Instant::now();
+                    if plugin.circuit.open_until(now, now + left).is_some() {
+                        tracing::warn!(
+                            plugin = plugin.name(),
+                            consumer = spec.durable(),
+                            remaining_ms = left.as_millis() as u64,
+                            "the consumer is paused on the server: circuit open"
+                        );
+                    }
+                }
                 specs.push(spec.clone());
                 pulls.push((js.clone(), spec, consumer));
             }

@@ -111,6 +111,9 @@ pub async fn answer(
             },
         };
         let Some(reply) = request.reply else { continue };
+        if crate::policy::is_unsafe_reply(&reply) {
+            continue;
+        }
         let Ok(body) = serde_json::to_vec(&report(&host, &plugins)) else {
             continue;
         };

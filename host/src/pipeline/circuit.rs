@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::CircuitConfig;
@@ -23,8 +23,8 @@ pub enum Gate {
     Pass,
     /// Half-open: start it as a probe; report it with `probe = true`.
     Probe,
-    /// Open, or half-open with every probe out: ask again then (or when a
-    /// probe reports, whichever comes first).
+    /// Open, or half-open with every probe out: ask again then, or on any
+    /// change of state ([`Circuit::transitions`]).
     Wait(Instant),
 }
 
@@ -61,6 +61,9 @@ pub enum Cause {
     /// through the server's consumer pause or a control message.
     Elsewhere,
 }
+
+/// Local changes queued for the transport before it falls behind.
+const LOCAL_CHANGES: usize = 64;
 
 /// How soon a waiter looks again while every probe is out.
 const PROBES_OUT_POLL: Duration = Duration::from_millis(50);
@@ -119,12 +122,17 @@ pub struct Circuit {
     trips: bool,
     inner: Mutex<Inner>,
     transitions: watch::Sender<Option<Transition>>,
+    /// Every change this host decided, in order, for the transport (a
+    /// watch would let a later change hide an opening).
+    local_tx: mpsc::Sender<Change>,
+    local_rx: Mutex<Option<mpsc::Receiver<Change>>>,
 }
 
 impl Circuit {
     /// The breaker of `[circuit]`; with `None`, one that never trips by
     /// itself (and probes with the defaults after a pause).
     pub fn new(config: Option<CircuitConfig>) -> Self {
+        let (local_tx, local_rx) = mpsc::channel(LOCAL_CHANGES);
         Self {
             trips: config.is_some(),
             config: config.unwrap_or_default(),
@@ -133,7 +141,15 @@ impl Circuit {
                 buckets: VecDeque::new(),
             }),
             transitions: watch::channel(None).0,
+            local_tx,
+            local_rx: Mutex::new(Some(local_rx)),
         }
+    }
+
+    /// The changes this host decides, in order; once (the transport's
+    /// follower takes them).
+    pub fn take_local_changes(&self) -> Option<mpsc::Receiver<Change>> {
+        self.local_rx.lock().ok()?.take()
     }
 
     /// Every change from now on (the latest one when several come at once).
@@ -145,6 +161,10 @@ impl Circuit {
         if let Some(change) = change {
             self.transitions
                 .send_replace(Some(Transition { change, local }));
+            if local {
+                // Full only when nobody follows (tests): nothing to tell then.
+                let _ = self.local_tx.try_send(change);
+            }
         }
         change
     }
@@ -291,6 +311,25 @@ impl Circuit {
         }
     }
 
+    /// An open circuit that this host did not open goes half-open now (its
+    /// consumers were resumed on the server by hand): probes decide.
+    pub fn resumed_elsewhere(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        match &mut inner.mode {
+            Mode::Open {
+                until,
+                cause: Cause::Elsewhere,
+                ..
+            } if *until > now => {
+                *until = now;
+                drop(inner);
+                self.emit(Some(Change::HalfOpened), false);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Close at once (another host's probes succeeded, or an operator's
     /// `weir resume`).
     pub fn close(&self) -> Option<Change> {
@@ -366,179 +405,5 @@ fn totals(inner: &Inner) -> (u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn circuit() -> Circuit {
-        Circuit::new(Some(CircuitConfig {
-            failure_ratio: 0.5,
-            min_events: 4,
-            window_ms: 1_000,
-            open_ms: 100,
-            max_open_ms: 350,
-            probes: 2,
-        }))
-    }
-
-    #[test]
-    fn without_a_config_it_never_trips_but_can_be_paused() {
-        let c = Circuit::new(None);
-        let t = Instant::now();
-        for _ in 0..100 {
-            assert_eq!(c.record(t, Verdict::Failure, false), None);
-        }
-        assert_eq!(c.gate(t).0, Gate::Pass);
-        opened(c.open_until(t, t + Duration::from_secs(5)));
-        assert!(matches!(c.gate(t).0, Gate::Wait(_)));
-    }
-
-    fn opened(change: Option<Change>) -> Duration {
-        match change {
-            Some(Change::Opened { cooldown, .. }) => cooldown,
-            other => panic!("expected the circuit to open, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn opens_at_the_ratio_once_the_window_holds_enough_attempts() {
-        let c = circuit();
-        let t = Instant::now();
-        // Three failures alone are below min_events.
-        for _ in 0..3 {
-            assert_eq!(c.record(t, Verdict::Failure, false), None);
-        }
-        assert_eq!(c.gate(t).0, Gate::Pass);
-        // The fourth attempt reaches min_events at 3/4 failed.
-        assert_eq!(
-            opened(c.record(t, Verdict::Success, false)),
-            Duration::from_millis(100)
-        );
-        assert_eq!(c.gate(t).0, Gate::Wait(t + Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn rejects_never_trip_it_and_old_attempts_leave_the_window() {
-        let c = circuit();
-        let t = Instant::now();
-        for _ in 0..50 {
-            assert_eq!(c.record(t, Verdict::Neutral, false), None);
-        }
-        for _ in 0..3 {
-            c.record(t, Verdict::Failure, false);
-        }
-        // A second later those three failures have left the window.
-        let later = t + Duration::from_millis(1_000);
-        for _ in 0..3 {
-            assert_eq!(c.record(later, Verdict::Success, false), None);
-        }
-        assert_eq!(
-            c.record(later, Verdict::Failure, false),
-            None,
-            "1 of 4 failed"
-        );
-        assert_eq!(
-            c.state(later),
-            State::Closed {
-                failures: 1,
-                attempts: 4
-            }
-        );
-    }
-
-    #[test]
-    fn half_open_lets_probes_through_and_their_successes_close_it() {
-        let c = circuit();
-        let t = Instant::now();
-        for _ in 0..4 {
-            c.record(t, Verdict::Failure, false);
-        }
-        let after = t + Duration::from_millis(100);
-        assert_eq!(c.gate(after), (Gate::Probe, Some(Change::HalfOpened)));
-        assert_eq!(c.gate(after), (Gate::Probe, None));
-        assert!(
-            matches!(c.gate(after).0, Gate::Wait(_)),
-            "both probes are out"
-        );
-        // An attempt that started before the opening changes nothing.
-        assert_eq!(c.record(after, Verdict::Failure, false), None);
-        assert_eq!(c.record(after, Verdict::Success, true), None);
-        assert_eq!(
-            c.record(after, Verdict::Success, true),
-            Some(Change::Closed)
-        );
-        assert_eq!(c.gate(after).0, Gate::Pass);
-    }
-
-    #[test]
-    fn a_failing_probe_reopens_with_a_doubled_cooldown_up_to_the_cap() {
-        let c = circuit();
-        let mut t = Instant::now();
-        for _ in 0..4 {
-            c.record(t, Verdict::Failure, false);
-        }
-        let mut cooldowns = vec![];
-        for _ in 0..4 {
-            t += Duration::from_secs(1);
-            assert_eq!(c.gate(t).0, Gate::Probe);
-            cooldowns.push(opened(c.record(t, Verdict::Failure, true)).as_millis());
-        }
-        assert_eq!(cooldowns, [200, 350, 350, 350]);
-        // A neutral probe frees its slot without deciding.
-        t += Duration::from_secs(1);
-        assert_eq!(c.gate(t).0, Gate::Probe);
-        assert_eq!(c.record(t, Verdict::Neutral, true), None);
-        assert!(matches!(c.state(t), State::HalfOpen { probes_out: 0 }));
-    }
-
-    #[test]
-    fn opened_elsewhere_and_closed_by_hand() {
-        let c = circuit();
-        let t = Instant::now();
-        let until = t + Duration::from_secs(30);
-        opened(c.open_until(t, until));
-        assert_eq!(
-            c.open_until(t, t + Duration::from_secs(1)),
-            None,
-            "already open longer"
-        );
-        assert!(matches!(
-            c.state(t),
-            State::Open {
-                cause: Cause::Elsewhere,
-                ..
-            }
-        ));
-        assert_eq!(c.close(), Some(Change::Closed));
-        assert_eq!(c.close(), None);
-        assert_eq!(c.gate(t).0, Gate::Pass);
-    }
-
-    #[test]
-    fn only_local_decisions_are_marked_local() {
-        let c = circuit();
-        let watch = c.transitions();
-        let t = Instant::now();
-        for _ in 0..4 {
-            c.record(t, Verdict::Failure, false);
-        }
-        let seen = *watch.borrow();
-        assert!(
-            matches!(
-                seen,
-                Some(Transition {
-                    change: Change::Opened { .. },
-                    local: true
-                })
-            ),
-            "{seen:?}"
-        );
-        c.close();
-        assert_eq!(
-            *watch.borrow(),
-            Some(Transition {
-                change: Change::Closed,
-                local: false
-            })
-        );
-    }
-}
+#[path = "circuit_tests.rs"]
+mod tests;

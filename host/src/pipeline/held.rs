@@ -7,14 +7,15 @@
 //! error reply): core NATS keeps nothing to come back to.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::circuit::{Change, Gate};
+use super::circuit::{Change, Gate, Transition};
 use super::letters::headers;
 use super::{Delivery, Inbound, Settle, Sink};
 use crate::event::Message;
@@ -31,11 +32,15 @@ pub(super) struct Held<D> {
     closed: bool,
     last_progress: Instant,
     last_shed_warning: Option<Instant>,
+    /// Any change of the circuit (a `weir resume`, another host's probes
+    /// closing it) ends a wait at once.
+    changes: watch::Receiver<Option<Transition>>,
 }
 
 impl<D: Delivery> Held<D> {
     pub(super) fn new(plugin: Arc<Plugin>) -> Self {
         let (back_tx, back_rx) = mpsc::unbounded_channel();
+        let changes = plugin.circuit.transitions();
         Self {
             plugin,
             queue: VecDeque::new(),
@@ -44,7 +49,34 @@ impl<D: Delivery> Held<D> {
             closed: false,
             last_progress: Instant::now(),
             last_shed_warning: None,
+            changes,
         }
+    }
+
+    /// Run `work` (the wait for a free slot) while keeping the held events
+    /// alive on the server.
+    pub(super) async fn keep_alive_while<T>(&mut self, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            let every = self
+                .queue
+                .front()
+                .and_then(|item| item.delivery.progress_every());
+            let Some(every) = every else {
+                return work.await;
+            };
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep_until(self.last_progress + every) => self.progress_all().await,
+            }
+        }
+    }
+
+    async fn progress_all(&mut self) {
+        for item in &self.queue {
+            item.delivery.progress().await;
+        }
+        self.last_progress = Instant::now();
     }
 
     /// Where a running event goes back to when it is to be held.
@@ -78,6 +110,7 @@ impl<D: Delivery> Held<D> {
                 },
             };
             let circuit = self.plugin.circuit.clone();
+            self.changes.borrow_and_update();
             if stop.is_cancelled() {
                 // The serve loop hands it back (or, for core, runs it).
                 return Some((item, false));
@@ -121,12 +154,10 @@ impl<D: Delivery> Held<D> {
                     self.hand_back_all().await;
                     return;
                 }
+                Ok(()) = self.changes.changed() => return,
                 _ = tokio::time::sleep_until(wake) => {
                     if tick.is_some_and(|tick| Instant::now() >= tick) {
-                        for item in &self.queue {
-                            item.delivery.progress().await;
-                        }
-                        self.last_progress = Instant::now();
+                        self.progress_all().await;
                     }
                 }
                 Some(item) = self.back_rx.recv() => self.hold_or_shed(sink, item).await,
@@ -175,7 +206,9 @@ impl<D: Delivery> Held<D> {
                 "circuit open: shedding core events until it closes"
             );
         }
-        if let Some(reply_to) = &item.event.reply_to {
+        if let Some(reply_to) = &item.event.reply_to
+            && !crate::policy::is_unsafe_reply(reply_to)
+        {
             let reply = Message {
                 subject: reply_to.clone(),
                 payload: bytes::Bytes::new(),

@@ -80,15 +80,19 @@ pub async fn serve<D: Delivery, S: Sink>(
     let unstored = Arc::new(Unstored::default());
     let mut held = Held::new(plugin.clone());
     while let Some((item, probe)) = held.next(sink.as_ref(), &mut inbound, &stop).await {
-        let permit = if item.delivery.redelivers() {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => None,
-                permit = slots.clone().acquire_owned() => permit.ok(),
+        let redelivers = item.delivery.redelivers();
+        let wait_for_slot = async {
+            if redelivers {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    permit = slots.clone().acquire_owned() => permit.ok(),
+                }
+            } else {
+                slots.clone().acquire_owned().await.ok()
             }
-        } else {
-            slots.clone().acquire_owned().await.ok()
         };
+        let permit = held.keep_alive_while(wait_for_slot).await;
         let Some(permit) = permit else {
             Stats::bump(&plugin.stats.handed_back);
             if probe {
@@ -230,9 +234,11 @@ impl<S: Sink> Run<'_, S> {
         let (plugin, stop) = (self.plugin, self.stop);
         let policy = &plugin.manifest.retry;
         if let Some(failure) = refused {
+            self.release_probe();
             return Ending::Failed(failure);
         }
         if redelivers && event.attempt > policy.max_attempts {
+            self.release_probe();
             // Delivered again after the last attempt: a host died mid-attempt, or
             // the dead letter could not be stored before.
             return Ending::Failed(Failure::new(
@@ -243,7 +249,12 @@ impl<S: Sink> Run<'_, S> {
                 ),
             ));
         }
-        if let Err(failure) = admit(plugin, event) {
+        // An event held by the circuit was admitted before (its token is
+        // gone from its headers, its principal set): not again.
+        if event.principal.is_none()
+            && let Err(failure) = admit(plugin, event)
+        {
+            self.release_probe();
             return Ending::Failed(failure);
         }
         let mut probe = self.probe;
@@ -282,6 +293,14 @@ impl<S: Sink> Run<'_, S> {
                     return Ending::Failed(failure);
                 }
             }
+        }
+    }
+
+    /// A probe that ends before any attempt frees its place among the
+    /// probes, deciding nothing.
+    fn release_probe(&self) {
+        if self.probe {
+            (self.plugin.circuit).record(tokio::time::Instant::now(), Verdict::Neutral, true);
         }
     }
 

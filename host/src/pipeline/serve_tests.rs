@@ -442,3 +442,69 @@ async fn an_open_circuit_sheds_core_events_and_holds_jetstream_ones() {
     assert_eq!(Stats::get(&plugin.stats.succeeded), 0);
     assert!(js.sink.letters.lock().expect("lock").is_empty());
 }
+
+/// Held JetStream events start as soon as the circuit closes (a `weir
+/// resume`, another host's probes), not when the cool-down would have ended.
+#[tokio::test]
+async fn held_events_run_once_the_circuit_closes() {
+    let plugin = open_circuit_plugin();
+    let sink = Arc::new(MemSink::default());
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(4);
+    let tracker = TaskTracker::new();
+    let serving = tokio::spawn(serve(
+        plugin.clone(),
+        sink.clone(),
+        rx,
+        tracker.clone(),
+        CancellationToken::new(),
+    ));
+    for id in ["h1", "h2"] {
+        let item = Inbound {
+            event: Event {
+                id: id.into(),
+                subject: "in.x".into(),
+                payload: bytes::Bytes::from_static(b"ok"),
+                headers: vec![],
+                reply_to: None,
+                attempt: 2,
+                principal: None,
+            },
+            first_seen: SystemTime::now(),
+            origin: Some(("IN".to_owned(), 1)),
+            refused: None,
+            delivery: MemDelivery {
+                redelivers: true,
+                settled: settled.clone(),
+                id: id.into(),
+            },
+        };
+        tx.send(item).await.expect("queue");
+    }
+    tokio::task::yield_now().await;
+    assert!(
+        settled.lock().expect("lock").is_empty(),
+        "nothing runs while open"
+    );
+    assert_eq!(
+        plugin.circuit.close(),
+        Some(super::super::circuit::Change::Closed)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while settled.lock().expect("lock").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "held events never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(tx);
+    serving.await.expect("serve ends");
+    let mut done = settled.lock().expect("lock").clone();
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        done,
+        [("h1".into(), Settle::Done), ("h2".into(), Settle::Done)]
+    );
+    assert_eq!(sink.published.lock().expect("lock").len(), 2);
+}

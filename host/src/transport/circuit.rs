@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jetstream::ConsumerSpec;
 use super::server::Features;
-use crate::pipeline::circuit::{Change, Circuit, Transition};
+use crate::pipeline::circuit::{Change, Circuit};
 use crate::pipeline::rfc3339;
 use crate::plugin::Plugin;
 
@@ -168,19 +168,17 @@ impl Follower {
             mut control,
             mut advisories,
         } = self;
-        let mut transitions = circuit.transitions();
+        let Some(mut local) = circuit.take_local_changes() else {
+            tracing::error!(plugin = %name, "the circuit is followed twice; this follower stops");
+            return;
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                changed = transitions.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let transition = *transitions.borrow_and_update();
-                    if let Some(Transition { change, local: true }) = transition {
-                        pass_on(&client, &name, &consumers, pause_on_server, &host_id, change).await;
-                    }
-                }
+                change = local.recv() => match change {
+                    Some(change) => pass_on(&client, &name, &consumers, pause_on_server, &host_id, change).await,
+                    None => return,
+                },
                 Some(msg) = control.next() => {
                     match serde_json::from_slice::<Control>(&msg.payload) {
                         Ok(c) if c.by == host_id => {}
@@ -191,10 +189,21 @@ impl Follower {
                 Some(msg) = next_advisory(&mut advisories) => {
                     if let Ok(advisory) = serde_json::from_slice::<PauseAdvisory>(&msg.payload)
                         && consumers.specs.iter().any(|s| s.stream == advisory.stream && s.durable() == advisory.consumer)
-                        && advisory.paused
-                        && let Some(until) = advisory.pause_until.as_deref().and_then(parse_time)
                     {
-                        open_until(&circuit, &name, until, "a consumer pause on the server");
+                        match advisory.pause_until.as_deref().and_then(parse_time) {
+                            Some(until) if advisory.paused => {
+                                open_until(&circuit, &name, until, "a consumer pause on the server")
+                            }
+                            // Resumed by hand (`nats consumer resume`):
+                            // probes decide. The end of our own pause is no
+                            // news (the circuit is not open by then).
+                            _ if !advisory.paused
+                                && circuit.resumed_elsewhere(tokio::time::Instant::now()) =>
+                            {
+                                tracing::info!(plugin = %name, "consumer resumed on the server: circuit half-open");
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
