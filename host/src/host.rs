@@ -144,6 +144,8 @@ impl Host {
             events: TaskTracker::new(),
             stop: CancellationToken::new(),
             grace: Duration::from_millis(config.shutdown.grace_ms),
+            features: transport::features(&client)?,
+            host_id: format!("{}-{:08x}", config.nats.name, rand::random::<u32>()),
         };
 
         let mut streams = config.streams.clone();
@@ -175,6 +177,17 @@ impl Host {
             }
         }
         let plugins = running;
+        let requests = client
+            .subscribe(crate::status::SUBJECT)
+            .await
+            .context("cannot subscribe to status requests")?;
+        ctx.feeders.spawn(crate::status::answer(
+            client.clone(),
+            requests,
+            ctx.host_id.clone(),
+            plugins.clone(),
+            ctx.stop.clone(),
+        ));
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
@@ -237,6 +250,9 @@ impl Host {
                 shed = get(&s.shed),
                 handed_back = get(&s.handed_back),
                 stalls = get(&s.stalls),
+                circuit_opened = get(&s.circuit_opened),
+                held = get(&s.held),
+                shed_circuit_open = get(&s.shed_circuit_open),
                 "plugin totals"
             );
         }
@@ -269,6 +285,7 @@ async fn subscribe_plugin(
     // reader starts.
     let mut core = Vec::new();
     let mut pulls = Vec::new();
+    let mut specs = Vec::new();
     for sub in &manifest.subscribe {
         match sub.mode {
             DeliveryMode::Core => {
@@ -280,10 +297,39 @@ async fn subscribe_plugin(
                 )?;
                 let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
                 let consumer = jetstream::bind_consumer(js, &spec).await?;
+                // Paused on the server (an open circuit, `weir pause`): this
+                // host joins in.
+                let info = consumer.cached_info();
+                if info.paused
+                    && let Some(left) = info.pause_remaining
+                {
+                    let now = tokio::time::Instant::now();
+                    if plugin.circuit.open_until(now, now + left).is_some() {
+                        tracing::warn!(
+                            plugin = plugin.name(),
+                            consumer = spec.durable(),
+                            remaining_ms = left.as_millis() as u64,
+                            "the consumer is paused on the server: circuit open"
+                        );
+                    }
+                }
+                specs.push(spec.clone());
                 pulls.push((js.clone(), spec, consumer));
             }
         }
     }
+    let consumers = transport::circuit::Consumers {
+        js: sink.jetstream().cloned(),
+        specs,
+    };
+    let follower = transport::circuit::Follower::subscribe(
+        client,
+        plugin,
+        consumers,
+        ctx.features,
+        &ctx.host_id,
+    )
+    .await?;
     let feed = Feed {
         plugin: plugin.name().into(),
         stats: plugin.stats.clone(),
@@ -310,6 +356,7 @@ async fn subscribe_plugin(
         ));
     }
     drop(feed);
+    ctx.feeders.spawn(follower.run(ctx.stop.clone()));
     ctx.feeders.spawn(pipeline::serve(
         plugin.clone(),
         sink.clone(),
@@ -329,6 +376,10 @@ struct Running {
     events: TaskTracker,
     stop: CancellationToken,
     grace: Duration,
+    /// What the server offers (consumer pause, for circuits).
+    features: transport::server::Features,
+    /// This host among the fleet, in circuit control messages.
+    host_id: String,
 }
 
 /// `--dev`: a file stream per jetstream subscription whose stream is neither

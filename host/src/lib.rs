@@ -39,5 +39,6 @@ pub mod plugin;
 pub mod policy;
 pub mod sandbox;
 pub mod scaffold;
+pub mod status;
 pub mod telemetry;
 pub mod transport;

@@ -1,5 +1,5 @@
 //! A loaded plugin: its manifest, the executor that runs its events, its
-//! producer-token verifier and its counters. Loading checks the grant before
+//! producer-token verifier, its circuit breaker and its counters. Loading checks the grant before
 //! anything is compiled.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
+use crate::pipeline::Circuit;
 use crate::policy::OutputPolicy;
 use crate::sandbox::{Executor, LoadError, PluginShared, Prepared, Runtime};
 
@@ -21,6 +22,9 @@ pub struct Plugin {
     pub stats: Arc<Stats>,
     /// Verifies producer tokens when plugin.toml has `[auth]`.
     pub auth: Option<Arc<crate::auth::TokenVerifier>>,
+    /// The circuit breaker: trips by itself when plugin.toml has
+    /// `[circuit]`; `weir pause` and `weir resume` work on every plugin.
+    pub circuit: Arc<Circuit>,
     /// Whether the handler was already warned about answering a request on a
     /// JetStream subscription (a reply that goes nowhere live): once per plugin.
     pub(crate) warned_jetstream_reply: AtomicBool,
@@ -111,12 +115,14 @@ impl Plugin {
         host: &HostConfig,
         auth: Option<Arc<crate::auth::TokenVerifier>>,
     ) -> Self {
+        let manifest_circuit = Arc::new(Circuit::new(manifest.circuit.clone()));
         Self {
             dead_letter_subject: format!("{}.{}", host.dead_letter.subject_prefix, manifest.name),
             manifest,
             executor,
             stats: Arc::default(),
             auth,
+            circuit: manifest_circuit,
             warned_jetstream_reply: AtomicBool::new(false),
         }
     }
@@ -155,6 +161,13 @@ pub struct Stats {
     pub handed_back: AtomicU64,
     /// Times a JetStream pull was found stalled and renewed (the watchdog).
     pub stalls: AtomicU64,
+    /// Core events dropped because the circuit was open (reason `circuit-open`).
+    pub shed_circuit_open: AtomicU64,
+    /// Times this host's attempts opened the circuit.
+    pub circuit_opened: AtomicU64,
+    /// JetStream attempts that failed while the circuit was open: the event
+    /// was held, not retried, and that attempt did not count against it.
+    pub held: AtomicU64,
 }
 
 impl Stats {

@@ -9,7 +9,24 @@ use crate::event::{
 
 /// Subject prefixes no plugin may publish to, grant or not: the server's own
 /// APIs, other clients' inboxes and weir's dead-letter queue.
-const RESERVED_PREFIXES: &[&str] = &["$SYS.", "$JS.", "$KV.", "$O.", "_INBOX."];
+/// Whether the host must not answer to `reply_to`: a producer chooses the
+/// reply subject, and one of the server's APIs (`$JS.API...`, `$SYS...`) or
+/// weir's own control subjects is no place for an answer sent with the
+/// host's credentials. Inboxes (`_INBOX.`) are where replies belong.
+pub fn is_unsafe_reply(reply_to: &str) -> bool {
+    reply_to.starts_with('$') || reply_to.starts_with("weir.")
+}
+
+const RESERVED_PREFIXES: &[&str] = &[
+    "$SYS.",
+    "$JS.",
+    "$KV.",
+    "$O.",
+    "_INBOX.",
+    // weir's own control subjects: a plugin must not open another's circuit.
+    "weir.circuit.",
+    "weir.status",
+];
 
 #[derive(Debug, Clone)]
 pub struct OutputPolicy {

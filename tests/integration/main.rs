@@ -13,6 +13,8 @@ mod bad_input;
 mod binary;
 /// The compile cache: bounded, least recently used first; `weir cache`.
 mod cache;
+/// The circuit breaker: an outage pauses the fleet, nothing is dead-lettered (issue 10).
+mod circuit;
 /// The `weir` binary as a user types it: global flags, logs, pub, dlq.
 mod cli;
 /// Every language's twin of the example plugins passes the same fixtures.

@@ -9,6 +9,7 @@
 //! - [`pubsub`]: `weir pub` and `weir sub`.
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
 //! - [`cache`]: `weir cache [prune|clear]`.
+//! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
 //! [`crate::scaffold`].
@@ -24,11 +25,13 @@ use crate::config::{HostConfig, ServerUrls};
 use crate::transport;
 
 pub mod cache;
+pub mod circuit;
 pub mod dlq;
 pub mod pubsub;
 pub mod test;
 pub mod up;
 
+use circuit::{PauseArgs, ResumeArgs, StatusArgs};
 use dlq::DlqArgs;
 use pubsub::{PubArgs, SubArgs};
 use test::TestArgs;
@@ -66,6 +69,12 @@ pub enum Command {
     Token(crate::auth::commands::TokenArgs),
     /// Inspect, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Stop a plugin's events on every host (its circuit opened by hand).
+    Pause(PauseArgs),
+    /// Let a paused plugin's events flow again (its circuit closed by hand).
+    Resume(ResumeArgs),
+    /// What every running host reports: plugins, circuits, counters.
+    Status(StatusArgs),
     /// Create a plugin folder (Rust, Python, JavaScript or C) that builds and passes `weir test`.
     New(crate::scaffold::NewArgs),
     /// Show the compile cache (folder, entries, size and cap); prune or clear it.
@@ -136,6 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(args) => crate::auth::commands::token(args, global.json),
         Command::Dlq(args) => dlq::dlq(args, global).await,
+        Command::Pause(args) => circuit::pause(args, global).await,
+        Command::Resume(args) => circuit::resume(args, global).await,
+        Command::Status(args) => circuit::status(args, global).await,
         Command::New(args) => crate::scaffold::run(args, global.json),
         Command::Cache(args) => cache::cache(args, global),
     }

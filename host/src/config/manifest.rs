@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::auth::PluginAuth;
+use super::circuit::CircuitConfig;
 use super::{ConfigError, is_plugin_name, is_stream_name, parse_toml};
 use crate::event::is_subscribe_subject;
 /// `plugin.toml`: one plugin's manifest, beside its `.wasm`.
@@ -31,6 +32,9 @@ pub struct Manifest {
     /// `[auth]`: events must carry a valid producer token (the auth module).
     #[serde(default)]
     pub auth: Option<PluginAuth>,
+    /// `[circuit]`: the circuit breaker; off unless present.
+    #[serde(default)]
+    pub circuit: Option<CircuitConfig>,
 }
 
 /// One `[[subscribe]]` entry.
@@ -253,6 +257,9 @@ impl Manifest {
         }
         if let Some(auth) = &self.auth {
             auth.validate(path)?;
+        }
+        if let Some(circuit) = &self.circuit {
+            circuit.validate(path)?;
         }
         Ok(())
     }

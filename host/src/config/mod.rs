@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod auth;
+mod circuit;
 mod host;
 mod locate;
 mod manifest;
 mod servers;
 
+pub use circuit::CircuitConfig;
 pub use host::*;
 pub use manifest::*;
 pub use servers::{BadServerUrl, ServerUrls, redact_url};

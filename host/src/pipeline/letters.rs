@@ -145,6 +145,10 @@ fn is_weir_header(name: &str) -> bool {
 /// NATS services convention (`Nats-Service-Error` headers), instead of timing out.
 pub fn error_reply(event: &Event, failure: &Failure) -> Option<Message> {
     let reply_to = event.reply_to.as_ref()?;
+    // The producer chose the reply subject: never one of the server's APIs.
+    if crate::policy::is_unsafe_reply(reply_to) {
+        return None;
+    }
     let code = match failure.kind {
         FailureKind::Reject | FailureKind::BadOutput | FailureKind::BadInput => "400",
         FailureKind::Unauthorized => "401",

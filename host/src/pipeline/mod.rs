@@ -14,10 +14,13 @@ use std::future::Future;
 
 use crate::event::Message;
 
+pub mod circuit;
 mod decide;
+mod held;
 mod letters;
 mod serve;
 
+pub use circuit::Circuit;
 pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};
 pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve};

@@ -12,7 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::circuit::Verdict;
 use super::decide::{Outcome, admit, attempt, stamp_outputs};
+use super::held::{Held, log_change};
 use super::letters::DeadLetter;
 use super::{Sink, error_reply};
 use crate::event::{Event, Failure, FailureKind, Message};
@@ -63,7 +65,8 @@ pub trait Delivery: Send + Sync + 'static {
 /// Serve one plugin until `inbound` closes (its readers stopped). Every event
 /// runs as a task in `events`. Once `stop` fires, an event that can be handed
 /// back (its transport redelivers) is handed back instead of started; others
-/// still run, and a failure then is dead-lettered, not retried.
+/// still run, and a failure then is dead-lettered, not retried. With a
+/// circuit breaker, events start only when it lets them ([`Held`]).
 pub async fn serve<D: Delivery, S: Sink>(
     plugin: Arc<Plugin>,
     sink: Arc<S>,
@@ -75,18 +78,26 @@ pub async fn serve<D: Delivery, S: Sink>(
         plugin.manifest.limits.max_in_flight as usize,
     ));
     let unstored = Arc::new(Unstored::default());
-    while let Some(item) = inbound.recv().await {
-        let permit = if item.delivery.redelivers() {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => None,
-                permit = slots.clone().acquire_owned() => permit.ok(),
+    let mut held = Held::new(plugin.clone());
+    while let Some((item, probe)) = held.next(sink.as_ref(), &mut inbound, &stop).await {
+        let redelivers = item.delivery.redelivers();
+        let wait_for_slot = async {
+            if redelivers {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    permit = slots.clone().acquire_owned() => permit.ok(),
+                }
+            } else {
+                slots.clone().acquire_owned().await.ok()
             }
-        } else {
-            slots.clone().acquire_owned().await.ok()
         };
+        let permit = held.keep_alive_while(wait_for_slot).await;
         let Some(permit) = permit else {
             Stats::bump(&plugin.stats.handed_back);
+            if probe {
+                (plugin.circuit).record(tokio::time::Instant::now(), Verdict::Neutral, true);
+            }
             item.delivery.settle(Settle::HandBack).await;
             continue;
         };
@@ -94,12 +105,20 @@ pub async fn serve<D: Delivery, S: Sink>(
         let sink = sink.clone();
         let stop = stop.clone();
         let unstored = unstored.clone();
+        let back = held.returner();
         events.spawn(async move {
-            handle(&plugin, sink.as_ref(), item, &unstored, &stop).await;
+            let run = Run {
+                plugin: &plugin,
+                sink: sink.as_ref(),
+                stop: &stop,
+                probe,
+            };
+            run.handle(item, &unstored, &back).await;
             // The slot frees when the event is settled.
             drop(permit);
         });
     }
+    held.hand_back_all().await;
 }
 
 /// Final failures whose dead letter could not be stored, by event id. When
@@ -132,118 +151,185 @@ impl Unstored {
     }
 }
 
-/// Take one event to its end and settle it.
-async fn handle<D: Delivery, S: Sink>(
-    plugin: &Plugin,
-    sink: &S,
-    item: Inbound<D>,
-    unstored: &Unstored,
-    stop: &CancellationToken,
-) {
-    let Inbound {
-        mut event,
-        first_seen,
-        origin,
-        refused,
-        delivery,
-    } = item;
-    let redelivers = delivery.redelivers();
-    tracing::trace!(
-        plugin = plugin.name(), event = %event.id, subject = %event.subject,
-        attempt = event.attempt, "received"
-    );
-    let refused = match refused {
-        Some(failure) => Some(failure),
-        None if redelivers => unstored.take(&event.id),
-        None => None,
-    };
-    let work = run(plugin, sink, &mut event, refused, redelivers, stop);
-    let ending = match delivery.progress_every() {
-        Some(every) => with_progress(&delivery, every, work).await,
-        None => work.await,
-    };
-    let settle = match ending {
-        Ending::Settled(settle) => settle,
-        Ending::Failed(failure) => {
-            let origin = origin.as_ref().map(|(s, q)| (s.as_str(), *q));
-            if dead_letter(plugin, sink, &event, &failure, first_seen, origin).await {
-                Settle::DeadLettered
-            } else {
-                if redelivers {
-                    unstored.keep(&event.id, failure);
+/// One event's run: what it needs from the serve loop.
+struct Run<'a, S> {
+    plugin: &'a Plugin,
+    sink: &'a S,
+    stop: &'a CancellationToken,
+    /// Let through by a half-open circuit: its first attempt reports as a probe.
+    probe: bool,
+}
+
+impl<S: Sink> Run<'_, S> {
+    /// Take one event to its end and settle it (or hand it to `back`, to be
+    /// held while the circuit is open).
+    async fn handle<D: Delivery>(
+        &self,
+        item: Inbound<D>,
+        unstored: &Unstored,
+        back: &mpsc::UnboundedSender<Inbound<D>>,
+    ) {
+        let plugin = self.plugin;
+        let Inbound {
+            mut event,
+            first_seen,
+            origin,
+            refused,
+            delivery,
+        } = item;
+        let redelivers = delivery.redelivers();
+        tracing::trace!(
+            plugin = plugin.name(), event = %event.id, subject = %event.subject,
+            attempt = event.attempt, "received"
+        );
+        let refused = match refused {
+            Some(failure) => Some(failure),
+            None if redelivers => unstored.take(&event.id),
+            None => None,
+        };
+        let work = self.run(&mut event, refused, redelivers);
+        let ending = match delivery.progress_every() {
+            Some(every) => with_progress(&delivery, every, work).await,
+            None => work.await,
+        };
+        let settle = match ending {
+            Ending::Settled(settle) => settle,
+            Ending::Hold => {
+                Stats::bump(&plugin.stats.held);
+                let item = Inbound {
+                    event,
+                    first_seen,
+                    origin,
+                    refused: None,
+                    delivery,
+                };
+                match back.send(item) {
+                    Ok(()) => return,
+                    // The serve loop is gone (shutdown).
+                    Err(mpsc::error::SendError(item)) => {
+                        Stats::bump(&plugin.stats.handed_back);
+                        item.delivery.settle(Settle::HandBack).await;
+                        return;
+                    }
                 }
-                Settle::Unfinished(plugin.manifest.retry.delay_after(event.attempt))
+            }
+            Ending::Failed(failure) => {
+                let origin = origin.as_ref().map(|(s, q)| (s.as_str(), *q));
+                if dead_letter(plugin, self.sink, &event, &failure, first_seen, origin).await {
+                    Settle::DeadLettered
+                } else {
+                    if redelivers {
+                        unstored.keep(&event.id, failure);
+                    }
+                    Settle::Unfinished(plugin.manifest.retry.delay_after(event.attempt))
+                }
+            }
+        };
+        delivery.settle(settle).await;
+    }
+
+    /// Admit, then attempt (retrying in-process unless the transport
+    /// redelivers), then publish the outputs.
+    async fn run(&self, event: &mut Event, refused: Option<Failure>, redelivers: bool) -> Ending {
+        let (plugin, stop) = (self.plugin, self.stop);
+        let policy = &plugin.manifest.retry;
+        if let Some(failure) = refused {
+            self.release_probe();
+            return Ending::Failed(failure);
+        }
+        if redelivers && event.attempt > policy.max_attempts {
+            self.release_probe();
+            // Delivered again after the last attempt: a host died mid-attempt, or
+            // the dead letter could not be stored before.
+            return Ending::Failed(Failure::new(
+                FailureKind::Retry,
+                format!(
+                    "delivered {} times without a result (max_attempts is {})",
+                    event.attempt, policy.max_attempts
+                ),
+            ));
+        }
+        // An event held by the circuit was admitted before (its token is
+        // gone from its headers, its principal set): not again.
+        if event.principal.is_none()
+            && let Err(failure) = admit(plugin, event)
+        {
+            self.release_probe();
+            return Ending::Failed(failure);
+        }
+        let mut probe = self.probe;
+        loop {
+            let outcome = attempt(plugin, event).await.outcome;
+            if self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers) {
+                Stats::bump(&plugin.stats.failed_attempts);
+                return Ending::Hold;
+            }
+            match outcome {
+                Outcome::Done(outputs) => {
+                    return publish(plugin, self.sink, event, outputs, redelivers).await;
+                }
+                Outcome::Retry { delay, failure } => {
+                    note_retry(plugin, event, delay, &failure);
+                    if redelivers {
+                        return Ending::Settled(Settle::Retry(delay));
+                    }
+                    let slept = tokio::select! {
+                        _ = tokio::time::sleep(delay) => true,
+                        _ = stop.cancelled() => false,
+                    };
+                    if !slept {
+                        return Ending::Failed(Failure::new(
+                            failure.kind,
+                            format!(
+                                "{} (not retried: the host is shutting down)",
+                                failure.message
+                            ),
+                        ));
+                    }
+                    event.attempt += 1;
+                }
+                Outcome::DeadLetter(failure) => {
+                    Stats::bump(&plugin.stats.failed_attempts);
+                    return Ending::Failed(failure);
+                }
             }
         }
-    };
-    delivery.settle(settle).await;
+    }
+
+    /// A probe that ends before any attempt frees its place among the
+    /// probes, deciding nothing.
+    fn release_probe(&self) {
+        if self.probe {
+            (self.plugin.circuit).record(tokio::time::Instant::now(), Verdict::Neutral, true);
+        }
+    }
+
+    /// Tell the circuit how the attempt went; whether the event is to be held
+    /// instead: a retryable failure of a redelivered (JetStream) event while
+    /// the circuit is open does not count against the event.
+    fn held_by_circuit(&self, outcome: &Outcome, probe: bool, redelivers: bool) -> bool {
+        let circuit = &self.plugin.circuit;
+        let verdict = match outcome {
+            Outcome::Done(_) => Verdict::Success,
+            Outcome::Retry { .. } => Verdict::Failure,
+            Outcome::DeadLetter(f) if f.kind.is_retryable() => Verdict::Failure,
+            Outcome::DeadLetter(_) => Verdict::Neutral,
+        };
+        let change = circuit.record(tokio::time::Instant::now(), verdict, probe);
+        log_change(self.plugin, change);
+        verdict == Verdict::Failure
+            && redelivers
+            && !circuit.is_closed()
+            && !self.stop.is_cancelled()
+    }
 }
 
 enum Ending {
     Settled(Settle),
     /// To be dead-lettered.
     Failed(Failure),
-}
-
-/// Admit, then attempt (retrying in-process unless the transport redelivers),
-/// then publish the outputs.
-async fn run<S: Sink>(
-    plugin: &Plugin,
-    sink: &S,
-    event: &mut Event,
-    refused: Option<Failure>,
-    redelivers: bool,
-    stop: &CancellationToken,
-) -> Ending {
-    let policy = &plugin.manifest.retry;
-    if let Some(failure) = refused {
-        return Ending::Failed(failure);
-    }
-    if redelivers && event.attempt > policy.max_attempts {
-        // Delivered again after the last attempt: a host died mid-attempt, or
-        // the dead letter could not be stored before.
-        return Ending::Failed(Failure::new(
-            FailureKind::Retry,
-            format!(
-                "delivered {} times without a result (max_attempts is {})",
-                event.attempt, policy.max_attempts
-            ),
-        ));
-    }
-    if let Err(failure) = admit(plugin, event) {
-        return Ending::Failed(failure);
-    }
-    loop {
-        match attempt(plugin, event).await.outcome {
-            Outcome::Done(outputs) => {
-                return publish(plugin, sink, event, outputs, redelivers).await;
-            }
-            Outcome::Retry { delay, failure } => {
-                note_retry(plugin, event, delay, &failure);
-                if redelivers {
-                    return Ending::Settled(Settle::Retry(delay));
-                }
-                let slept = tokio::select! {
-                    _ = tokio::time::sleep(delay) => true,
-                    _ = stop.cancelled() => false,
-                };
-                if !slept {
-                    return Ending::Failed(Failure::new(
-                        failure.kind,
-                        format!(
-                            "{} (not retried: the host is shutting down)",
-                            failure.message
-                        ),
-                    ));
-                }
-                event.attempt += 1;
-            }
-            Outcome::DeadLetter(failure) => {
-                Stats::bump(&plugin.stats.failed_attempts);
-                return Ending::Failed(failure);
-            }
-        }
-    }
+    /// To be held until the circuit lets it run again.
+    Hold,
 }
 
 async fn publish<S: Sink>(

@@ -62,9 +62,14 @@ impl Sink for MemSink {
 
 /// A plugin whose handler answers by the payload: `ok`, `retry`, `reject`.
 fn plugin(max_attempts: u32) -> Arc<Plugin> {
+    plugin_with(max_attempts, "")
+}
+
+/// Like [`plugin`], with `extra` appended to its plugin.toml.
+fn plugin_with(max_attempts: u32, extra: &str) -> Arc<Plugin> {
     let text = format!(
         "name = \"mem\"\nversion = \"0.1.0\"\nwasm = \"mem.wasm\"\n\
-         [[subscribe]]\nsubject = \"in.>\"\n[retry]\nmax_attempts = {max_attempts}\nbackoff_ms = [1]\n"
+         [[subscribe]]\nsubject = \"in.>\"\n[retry]\nmax_attempts = {max_attempts}\nbackoff_ms = [1]\n{extra}"
     );
     let manifest = Manifest::parse(Path::new("plugin.toml"), &text, 64).expect("manifest");
     let shared = PluginShared {
@@ -383,4 +388,123 @@ async fn after_stop_redeliverable_events_are_handed_back_and_core_ones_finish() 
         crate::event::header(&letters[0].headers, "Weir-Error")
             .is_some_and(|e| e.contains("not retried: the host is shutting down"))
     );
+}
+
+/// A plugin like [`plugin`] with `[circuit]`, its circuit opened for a minute
+/// (as another host or `weir pause` would).
+fn open_circuit_plugin() -> Arc<Plugin> {
+    let plugin = plugin_with(3, "[circuit]\n");
+    let now = tokio::time::Instant::now();
+    let circuit = &plugin.circuit;
+    assert!(
+        circuit
+            .open_until(now, now + Duration::from_secs(60))
+            .is_some()
+    );
+    plugin
+}
+
+#[tokio::test]
+async fn an_open_circuit_sheds_core_events_and_holds_jetstream_ones() {
+    let plugin = open_circuit_plugin();
+    let core = serve_all(
+        plugin.clone(),
+        Arc::default(),
+        false,
+        &[("c1", "ok", 1), ("c2", "ok", 1)],
+        false,
+    )
+    .await;
+    assert_eq!(Stats::get(&plugin.stats.shed_circuit_open), 2);
+    assert_eq!(Stats::get(&plugin.stats.succeeded), 0, "no core event ran");
+    assert_eq!(
+        core.settled,
+        [("c1".into(), Settle::Done), ("c2".into(), Settle::Done)]
+    );
+
+    // JetStream events wait; when the readers go (shutdown) they are handed
+    // back, never run, never dead-lettered.
+    let js = serve_all(
+        plugin.clone(),
+        Arc::default(),
+        true,
+        &[("j1", "ok", 1), ("j2", "ok", 2)],
+        false,
+    )
+    .await;
+    assert_eq!(
+        js.settled,
+        [
+            ("j1".into(), Settle::HandBack),
+            ("j2".into(), Settle::HandBack)
+        ]
+    );
+    assert_eq!(Stats::get(&plugin.stats.succeeded), 0);
+    assert!(js.sink.letters.lock().expect("lock").is_empty());
+}
+
+/// Held JetStream events start as soon as the circuit closes (a `weir
+/// resume`, another host's probes), not when the cool-down would have ended.
+#[tokio::test]
+async fn held_events_run_once_the_circuit_closes() {
+    let plugin = open_circuit_plugin();
+    let sink = Arc::new(MemSink::default());
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel(4);
+    let tracker = TaskTracker::new();
+    let serving = tokio::spawn(serve(
+        plugin.clone(),
+        sink.clone(),
+        rx,
+        tracker.clone(),
+        CancellationToken::new(),
+    ));
+    for id in ["h1", "h2"] {
+        let item = Inbound {
+            event: Event {
+                id: id.into(),
+                subject: "in.x".into(),
+                payload: bytes::Bytes::from_static(b"ok"),
+                headers: vec![],
+                reply_to: None,
+                attempt: 2,
+                principal: None,
+            },
+            first_seen: SystemTime::now(),
+            origin: Some(("IN".to_owned(), 1)),
+            refused: None,
+            delivery: MemDelivery {
+                redelivers: true,
+                settled: settled.clone(),
+                id: id.into(),
+            },
+        };
+        tx.send(item).await.expect("queue");
+    }
+    tokio::task::yield_now().await;
+    assert!(
+        settled.lock().expect("lock").is_empty(),
+        "nothing runs while open"
+    );
+    assert_eq!(
+        plugin.circuit.close(),
+        Some(super::super::circuit::Change::Closed)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while settled.lock().expect("lock").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "held events never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(tx);
+    serving.await.expect("serve ends");
+    let mut done = settled.lock().expect("lock").clone();
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        done,
+        [("h1".into(), Settle::Done), ("h2".into(), Settle::Done)]
+    );
+    assert_eq!(sink.published.lock().expect("lock").len(), 2);
 }

@@ -118,8 +118,12 @@ pub async fn bind_consumer(
         .await
     {
         Ok(existing) if &existing.cached_info().config.filter_subject == subject => {
-            // Bring limits in line with the manifest (they may have changed).
-            match stream.update_consumer(spec.config.clone()).await {
+            // Bring limits in line with the manifest (they may have changed),
+            // keeping a pause (an open circuit, `weir pause`): an update
+            // without one would resume the consumer for every host.
+            let mut config = spec.config.clone();
+            config.pause_until = existing.cached_info().config.pause_until;
+            match stream.update_consumer(config).await {
                 Ok(updated) => updated,
                 Err(e) => {
                     tracing::warn!(plugin, consumer = durable, error = %e, "cannot update the consumer; using it as it is");
@@ -477,7 +481,9 @@ async fn stalled(consumer: &mut PullConsumer, spec: &ConsumerSpec, feed: &Feed) 
     };
     let room = info.config.max_ack_pending <= 0
         || (info.num_ack_pending as i64) < info.config.max_ack_pending;
-    if info.num_pending == 0 || info.num_waiting > 0 || !room {
+    // A paused consumer (an open circuit, `weir pause`, `nats consumer
+    // pause`) delivers nothing by design.
+    if info.num_pending == 0 || info.num_waiting > 0 || !room || info.paused {
         return false;
     }
     Stats::bump(&feed.stats.stalls);

@@ -3,6 +3,7 @@
 //! [`Delivery`] that settles what they read, and the [`NatsSink`] that
 //! publishes outputs and dead letters. async-nats types stay in this module.
 
+pub mod circuit;
 pub mod core;
 pub mod jetstream;
 pub mod server;
