@@ -21,6 +21,8 @@ mod cli;
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.
 mod core_dispatch;
+/// Every way the host authenticates to NATS, right and wrong, through `weir up`.
+mod credentials;
 /// A dead letter never vanishes: a DLQ that refuses, a stream that steals
 /// its subjects, max_payload, no JetStream at all.
 mod dead_letters;

@@ -1,5 +1,14 @@
 //! Shared test support: a real nats-server per test, plugin bundles built from
-//! plugins/, an in-process host, and waits that always time out.
+//! plugins/, an in-process host, and waits that always time out; a cluster of
+//! servers in [`cluster`], NATS JWTs and `.creds` files in [`creds`], TLS
+//! certificates in [`tls`].
+
+pub mod cluster;
+pub mod creds;
+pub mod tls;
+
+pub use cluster::NatsCluster;
+pub use tls::Tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,6 +82,12 @@ impl NatsServer {
     /// Like [`start`](Self::start), with `config` as the server's config
     /// file (TLS blocks, authorization, ...).
     pub fn start_with_config(config: &str) -> Self {
+        Self::try_start_with_config(config).expect("nats-server did not start with its config")
+    }
+
+    /// Like [`start_with_config`](Self::start_with_config); `None` if the
+    /// server exits or does not answer (a port in its config was taken).
+    pub fn try_start_with_config(config: &str) -> Option<Self> {
         init_logs();
         let store = tempfile::tempdir().expect("temp store dir");
         let file = store.path().join("nats-server.conf");
@@ -85,8 +100,7 @@ impl NatsServer {
             config: Some(file),
             jetstream: true,
         };
-        assert!(server.spawn(), "nats-server did not start with its config");
-        server
+        server.spawn().then_some(server)
     }
 
     /// Start the server again on the same port and store (after `kill`).
@@ -746,6 +760,28 @@ impl WeirProcess {
 }
 
 impl WeirProcess {
+    /// Wait (at most PATIENCE) for the process to exit by itself: its status
+    /// and its whole output. Fails, showing the output, if it does not.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for weir") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weir did not exit by itself:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        (status, self.output())
+    }
+
     /// SIGKILL and reap: no shutdown, no totals; the output up to then.
     pub fn kill(mut self) -> String {
         let mut child = self.child.take().expect("running");
@@ -785,85 +821,5 @@ pub async fn request_until_answered(
             "no answer on {subject}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A nats-server cluster with JetStream: each node with its own store dir and
-/// config file (`cluster { routes = [...] }` naming every node), client ports
-/// chosen by the servers themselves; every node killed on drop.
-pub struct NatsCluster {
-    nodes: Vec<NatsServer>,
-}
-
-impl NatsCluster {
-    /// Start `size` nodes and wait until they are one cluster whose
-    /// JetStream answers.
-    pub fn start(size: usize) -> Self {
-        init_logs();
-        // Routes must name every node's cluster port before any node starts,
-        // so these (unlike client ports) are picked here: bound, released and
-        // handed over at once; a clash makes a node fail to start, loudly.
-        // Letting each node pick its own (`cluster { listen: 127.0.0.1:-1 }`)
-        // and routing later nodes to earlier ones does not work on
-        // nats-server 2.9: the first node, having no routes yet, exits with
-        // "Can't start JetStream: JetStream cluster requires configured
-        // routes or solicited leafnode for the system account".
-        let cluster_ports: Vec<u16> = (0..size)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()
-            .expect("free ports")
-            .iter()
-            .map(|l| l.local_addr().expect("local addr").port())
-            .collect();
-        let routes = cluster_ports
-            .iter()
-            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let nodes = cluster_ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| {
-                NatsServer::start_with_config(&format!(
-                    "server_name: n{i}\ncluster {{\n  name: weir-test\n  host: 127.0.0.1\n  port: {port}\n  routes: [{routes}]\n}}\n"
-                ))
-            })
-            .collect();
-        Self { nodes }
-    }
-
-    pub fn url(&self, node: usize) -> String {
-        self.nodes[node].url()
-    }
-
-    /// SIGKILL one node.
-    pub fn kill(&mut self, node: usize) {
-        self.nodes[node].kill();
-    }
-
-    /// Wait until JetStream answers through `node` (the cluster has a
-    /// metadata leader): after start-up, and again after a node is killed.
-    pub async fn wait_for_jetstream(&self, node: usize) {
-        let client = self.nodes[node].client().await;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            // The raw API: async-nats 0.51's account info does not parse a
-            // clustered 2.9 server's answer. Until there is a leader, the
-            // answer is an error.
-            let probe = client.request("$JS.API.INFO", bytes::Bytes::new());
-            let answer = tokio::time::timeout(Duration::from_secs(1), probe).await;
-            let ready = answer.ok().and_then(Result::ok).is_some_and(|reply| {
-                serde_json::from_slice::<serde_json::Value>(&reply.payload)
-                    .is_ok_and(|info| info.get("error").is_none())
-            });
-            if ready {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the cluster's JetStream never answered through node {node}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

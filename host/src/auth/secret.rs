@@ -71,6 +71,9 @@ pub fn nats_credentials(config: &NatsConfig) -> anyhow::Result<NatsCredentials> 
         "",
         None,
     )?;
+    if let (Some(seed), Some(path)) = (&seed, &config.nkey_seed_file) {
+        check_user_seed(seed, path)?;
+    }
     if let Some(creds) = &config.creds_file {
         std::fs::metadata(creds)
             .with_context(|| format!("nats.creds_file: cannot read {}", creds.display()))?;
@@ -104,6 +107,65 @@ pub fn nats_credentials(config: &NatsConfig) -> anyhow::Result<NatsCredentials> 
             ),
         },
     )
+}
+
+/// A seed the client could not sign with fails every connection attempt the
+/// same way: say so now, naming the file and what is wrong with its content
+/// (the nkeys error's kind only: its description can quote a character).
+fn check_user_seed(seed: &Secret, path: &Path) -> anyhow::Result<()> {
+    let pair = nkeys::KeyPair::from_seed(seed.expose()).map_err(|e| {
+        anyhow::anyhow!(
+            "nats.nkey_seed_file: {} does not hold an nkey seed ({})",
+            path.display(),
+            e.kind().as_str().to_lowercase()
+        )
+    })?;
+    if pair.key_pair_type() != nkeys::KeyPairType::User {
+        bail!(
+            "nats.nkey_seed_file: {} holds the seed of a{} key, not of a user \
+             (a user's seed starts with SU)",
+            path.display(),
+            match pair.key_pair_type() {
+                nkeys::KeyPairType::Account => "n account",
+                nkeys::KeyPairType::Operator => "n operator",
+                nkeys::KeyPairType::Server => " server",
+                nkeys::KeyPairType::Cluster => " cluster",
+                _ => "nother kind of",
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Where the credentials `[nats]` names come from, for an error the server's
+/// refusal causes: the fields and their files or variables, never a secret.
+/// `None` when `[nats]` names none.
+pub fn credentials_source(config: &NatsConfig) -> Option<String> {
+    let file = |field: &str, path: &Path| format!("{field} ({})", path.display());
+    let env = |field: &str, var: &str| format!("{field} (${var})");
+    let mut parts = Vec::new();
+    if let Some(path) = &config.token_file {
+        parts.push(file("nats.token_file", path));
+    }
+    if let Some(var) = &config.token_env {
+        parts.push(env("nats.token_env", var));
+    }
+    if let Some(user) = &config.user {
+        parts.push(format!("nats.user {user:?}"));
+    }
+    if let Some(path) = &config.password_file {
+        parts.push(file("nats.password_file", path));
+    }
+    if let Some(var) = &config.password_env {
+        parts.push(env("nats.password_env", var));
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        parts.push(file("nats.nkey_seed_file", path));
+    }
+    if let Some(path) = &config.creds_file {
+        parts.push(file("nats.creds_file", path));
+    }
+    (!parts.is_empty()).then(|| parts.join(" with "))
 }
 
 fn read_secret(
@@ -176,6 +238,54 @@ mod tests {
         let e = nats_credentials(&missing).unwrap_err().to_string();
         assert!(e.starts_with("nats.token_env:"), "{e}");
         assert!(!e.contains("s3cret"));
+    }
+
+    #[test]
+    fn seeds_are_checked_without_quoting_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("seed");
+        let config = NatsConfig {
+            nkey_seed_file: Some(file.clone()),
+            ..Default::default()
+        };
+        std::fs::write(&file, "SXnot-a-seed-at-all").expect("write");
+        let e = nats_credentials(&config).unwrap_err().to_string();
+        assert!(e.starts_with("nats.nkey_seed_file:"), "{e}");
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(!e.contains("not-a-seed"), "{e}");
+        let account = nkeys::KeyPair::new_account().seed().expect("seed");
+        std::fs::write(&file, &account).expect("write");
+        let e = nats_credentials(&config).unwrap_err().to_string();
+        assert!(e.contains("an account key, not of a user"), "{e}");
+        assert!(!e.contains(&account), "{e}");
+        let user = nkeys::KeyPair::new_user().seed().expect("seed");
+        std::fs::write(&file, format!("{user}\n")).expect("write");
+        assert_eq!(
+            nats_credentials(&config).expect("a user seed"),
+            NatsCredentials::NkeySeed(Secret::new(user))
+        );
+    }
+
+    #[test]
+    fn the_source_names_fields_files_and_variables_only() {
+        let config = NatsConfig {
+            user: Some("weir".into()),
+            password_env: Some("NATS_PW".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_source(&config).as_deref(),
+            Some("nats.user \"weir\" with nats.password_env ($NATS_PW)")
+        );
+        let creds = NatsConfig {
+            creds_file: Some("/etc/weir/host.creds".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_source(&creds).as_deref(),
+            Some("nats.creds_file (/etc/weir/host.creds)")
+        );
+        assert_eq!(credentials_source(&NatsConfig::default()), None);
     }
 
     #[test]

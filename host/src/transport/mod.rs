@@ -1,15 +1,17 @@
-//! NATS: the connection, the readers that feed each plugin's pipeline (core
+//! NATS: the connection ([`connection`]), the readers that feed each plugin's pipeline (core
 //! subscriptions in [`core`], JetStream pull consumers in [`jetstream`]), the
 //! [`Delivery`] that settles what they read, and the [`NatsSink`] that
 //! publishes outputs and dead letters. async-nats types stay in this module.
 
 pub mod circuit;
+mod connection;
 pub mod core;
 pub mod jetstream;
 pub mod server;
 mod sink;
 mod streams;
 
+pub use connection::connect;
 pub use sink::NatsSink;
 pub use streams::StreamIndex;
 
@@ -21,86 +23,9 @@ use anyhow::Context as _;
 use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 
-use crate::config::NatsConfig;
 use crate::event::{Event, Failure, Headers};
 use crate::pipeline::{Delivery, Inbound, Settle};
 use crate::plugin::Stats;
-
-/// Connect to NATS, retrying the first connection and every later one, for
-/// good: a host outlives a restart of its server.
-pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
-    use crate::auth::secret::{NatsCredentials, nats_credentials};
-    let url = config.url.to_string();
-    // Secrets come from files or the environment and go straight to the
-    // client: they are in no message and no log line.
-    let mut options = match nats_credentials(config)? {
-        NatsCredentials::None => async_nats::ConnectOptions::new(),
-        NatsCredentials::Token(token) => {
-            async_nats::ConnectOptions::new().token(token.expose().to_owned())
-        }
-        NatsCredentials::UserPassword { user, password } => {
-            async_nats::ConnectOptions::new().user_and_password(user, password.expose().to_owned())
-        }
-        NatsCredentials::NkeySeed(seed) => {
-            async_nats::ConnectOptions::new().nkey(seed.expose().to_owned())
-        }
-        NatsCredentials::CredsFile(path) => async_nats::ConnectOptions::new()
-            .credentials_file(&path)
-            .await
-            .with_context(|| format!("nats.creds_file: cannot use {}", path.display()))?,
-    };
-    if let Some(ca) = &config.tls_ca_file {
-        options = options.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
-    if config.require_tls {
-        options = options.require_tls(true);
-    }
-    if config.tls_first {
-        options = options.tls_first();
-    }
-    let client = options
-        .name(&config.name)
-        .subscription_capacity(config.subscription_capacity)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::SlowConsumer(sid) => {
-                    tracing::error!(
-                        subscription = sid,
-                        "NATS slow consumer: the client dropped messages of a subscription"
-                    )
-                }
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("disconnected from NATS, reconnecting")
-                }
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                other => tracing::debug!("NATS: {other}"),
-            }
-        })
-        .connect(config.url.for_client())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
-    // With retry_on_initial_connect the client comes back before it is
-    // connected: wait here, so start-up does not mistake a server that is not
-    // up yet for one without JetStream.
-    let mut waited = Duration::ZERO;
-    while client.connection_state() != async_nats::connection::State::Connected {
-        if waited.as_secs() > 0 && waited.as_millis().is_multiple_of(10_000) {
-            tracing::warn!(url = %url, "waiting for the NATS server ({} s so far)", waited.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
-    let info = client.server_info();
-    let features =
-        server::Features::of(&info.version).with_context(|| format!("the NATS server at {url}"))?;
-    server::announce(&features, &info.server_name);
-    Ok(client)
-}
 
 /// What the server this client is connected to offers (see [`server`]).
 pub fn features(client: &Client) -> anyhow::Result<server::Features> {
