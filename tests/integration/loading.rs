@@ -140,17 +140,18 @@ fn compiled_components_are_cached_on_disk() {
         "{name}"
     );
     let before = std::fs::metadata(&cached[0]).expect("metadata");
+    let compiled = std::fs::read(&cached[0]).expect("read");
 
     let second = Runtime::new(&sandbox).expect("runtime");
     second
         .prepare(&bundle.wasm, &bundle.sha256)
         .expect("loads from the cache");
     assert_eq!(entries(), cached);
-    // Loaded, not compiled again: the same file (a compile writes a new one
-    // and renames it into place). Its mtime may move: a load marks the entry
-    // used, for the cache's least-recently-used eviction.
+    // Loaded, not written again: the same file, the same bytes (only its
+    // modification time moves: it records the last use, for eviction).
     let after = std::fs::metadata(&cached[0]).expect("metadata");
-    assert_eq!((before.ino(), before.len()), (after.ino(), after.len()));
+    assert_eq!(before.ino(), after.ino());
+    assert_eq!(std::fs::read(&cached[0]).expect("read"), compiled);
 
     // A corrupt entry is not trusted: it is replaced by a fresh compile.
     std::fs::write(&cached[0], b"not a compiled component").expect("corrupt it");

@@ -330,6 +330,19 @@ fn wrong_fixtures_and_expectations_are_named() {
             events.display()
         ),
     );
+    let late = write(
+        dir.path(),
+        "late.json",
+        serde_json::json!({"subject": "test.flaky.1", "attempt": 4}),
+    );
+    fails(
+        &[path(&flaky), "-e", path(&late)],
+        &format!(
+            "{}#0: attempt: 4 is past the last attempt ([retry] max_attempts = 3 in {}): the host never runs it",
+            late.display(),
+            flaky.join("plugin.toml").display()
+        ),
+    );
     let config = write(
         dir.path(),
         "config.json",

@@ -54,7 +54,10 @@ pub fn cache(args: CacheArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     };
     let read = |e: std::io::Error| anyhow::anyhow!("compile cache {}: {e}", dir.display());
     match args.command {
-        None => show(&dir, sandbox, json).map_err(read)?,
+        None => {
+            let entries = cache::entries(&dir).map_err(read)?;
+            show(&dir, &entries, sandbox, json)?;
+        }
         Some(CacheCommand::Prune { max_mb }) => {
             let max_bytes = max_mb.map_or(sandbox.cache_max_bytes(), |mb| mb.saturating_mul(MB));
             let pruned = cache::prune(&dir, max_bytes, None).map_err(read)?;
@@ -68,8 +71,12 @@ pub fn cache(args: CacheArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(dir: &Path, sandbox: &SandboxConfig, json: bool) -> std::io::Result<()> {
-    let entries = cache::entries(dir)?;
+fn show(
+    dir: &Path,
+    entries: &[cache::Entry],
+    sandbox: &SandboxConfig,
+    json: bool,
+) -> std::io::Result<()> {
     let bytes: u64 = entries.iter().map(|e| e.bytes).sum();
     let mut out = std::io::stdout().lock();
     if json {

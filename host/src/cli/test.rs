@@ -49,8 +49,8 @@ pub struct TestArgs {
     /// The bundle folder (holding plugin.toml).
     pub bundle: PathBuf,
     /// Fixture files: JSON objects (or arrays of them) with subject, payload /
-    /// payload_json / payload_b64, headers, reply_to, attempt (from 1), id,
-    /// config.
+    /// payload_json / payload_b64, headers, reply_to, attempt (1 to
+    /// max_attempts), id, config.
     #[arg(long = "event", short = 'e', value_name = "FILE", required = true, num_args = 1..)]
     pub events: Vec<PathBuf>,
     /// Expected results, one per event, in order: verdict, failure, attempts,

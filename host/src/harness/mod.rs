@@ -133,6 +133,15 @@ pub async fn run(
             fixtures.push(fixture.load(format!("{}#{i}", file.display()), number)?);
         }
     }
+    let max_attempts = bundle.manifest.retry.max_attempts;
+    if let Some(late) = fixtures.iter().find(|f| f.event.attempt > max_attempts) {
+        bail!(
+            "{}: attempt: {} is past the last attempt ([retry] max_attempts = {max_attempts} in {}): the host never runs it",
+            late.name,
+            late.event.attempt,
+            bundle.dir.join("plugin.toml").display()
+        );
+    }
     let expectations = match &options.expect {
         Some(path) => Some(read_expectations(path, fixtures.len())?),
         None => None,
