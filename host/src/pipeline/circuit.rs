@@ -216,6 +216,11 @@ impl Circuit {
 
     /// Count one attempt (`probe`: it was let through as one).
     pub fn record(&self, now: Instant, verdict: Verdict, probe: bool) -> Option<Change> {
+        // Without `[circuit]` only a probe's report can change anything (after
+        // a pause by hand): the per-event path takes no lock.
+        if !self.trips && !probe {
+            return None;
+        }
         let change = self.decide(now, verdict, probe);
         self.emit(change, true)
     }
