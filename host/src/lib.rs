@@ -23,7 +23,8 @@
 //!   stops gracefully.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
-//! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] are the edges.
+//! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,
+//!   traces) are the edges.
 
 pub mod auth;
 pub mod bundle;

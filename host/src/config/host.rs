@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::auth::HostAuthConfig;
-use super::{ConfigError, ServerUrls, is_stream_name, parse_toml};
+use super::{ConfigError, ServerUrls, TelemetryConfig, is_stream_name, parse_toml};
 use crate::event::{is_publish_subject, is_subscribe_subject};
 /// `weir.toml`: the host's settings. Every field has a default so that `weir up`
 /// alone works.
@@ -23,6 +23,8 @@ pub struct HostConfig {
     pub streams: Vec<StreamSpec>,
     /// `[auth]`: trusted keys and the grant policy (the auth module).
     pub auth: HostAuthConfig,
+    /// `[telemetry]`: metrics and health endpoint, trace export.
+    pub telemetry: TelemetryConfig,
 }
 
 /// One `[[streams]]` entry.
@@ -231,6 +233,7 @@ impl HostConfig {
             );
         }
         self.auth.validate(path)?;
+        self.telemetry.validate(path)?;
         if self.sandbox.max_instances == 0 {
             return err("sandbox.max_instances", "must be at least 1");
         }

@@ -13,11 +13,13 @@ mod host;
 mod locate;
 mod manifest;
 mod servers;
+mod telemetry;
 
 pub use circuit::CircuitConfig;
 pub use host::*;
 pub use manifest::*;
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
+pub use telemetry::TelemetryConfig;
 
 /// A config file could not be used. Displays as `FILE: FIELD: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,7 @@
+//! What weir shows of itself: log lines ([`logs`]); Prometheus metrics and
+//! the health endpoints; W3C trace context and OTLP spans. Settings come from
+//! `[telemetry]` in weir.toml ([`crate::config::TelemetryConfig`]).
+
+pub mod logs;
+
+pub use logs::{command_filter, host_filter, init};
