@@ -17,6 +17,7 @@ use crate::config::{DeliveryMode, HostConfig, StreamSpec};
 use crate::pipeline;
 use crate::plugin::{Plugin, Stats};
 use crate::sandbox::Runtime;
+use crate::telemetry;
 use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
 
 /// A bundle that was not loaded, and why.
@@ -99,6 +100,10 @@ pub struct Host {
     /// One task per event in flight.
     events: TaskTracker,
     grace: Duration,
+    /// Stops the telemetry endpoint, last of all.
+    telemetry_stop: CancellationToken,
+    /// Where the telemetry endpoint listens, when it does.
+    metrics_addr: Option<std::net::SocketAddr>,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -113,6 +118,16 @@ impl Host {
     /// Like [`start`](Self::start); with `dev_streams`, also create the
     /// streams that the plugins' jetstream subscriptions name (`weir up --dev`).
     pub async fn start_with(config: &HostConfig, dev_streams: bool) -> anyhow::Result<Self> {
+        let telemetry_stop = CancellationToken::new();
+        // A start-up that fails stops the endpoint too.
+        let stop_on_failure = telemetry_stop.clone().drop_guard();
+        let served = Arc::new(telemetry::http::Served::default());
+        let metrics_addr = match config.telemetry.listen {
+            Some(addr) => {
+                Some(telemetry::http::start(addr, served.clone(), telemetry_stop.clone()).await?)
+            }
+            None => None,
+        };
         let runtime = Arc::new(Runtime::new(&config.sandbox)?);
         let Loaded { plugins, refused } = {
             let runtime = runtime.clone();
@@ -137,6 +152,11 @@ impl Host {
         }
 
         let client = transport::connect(&config.nats).await?;
+        let link: Arc<dyn telemetry::metrics::Connection> =
+            Arc::new(transport::Link(client.clone()));
+        if let Ok(mut c) = served.connection.write() {
+            *c = Some(link.clone());
+        }
         let sink = Arc::new(NatsSink::new(client.clone(), &config.dead_letter).await);
         let ctx = Running {
             ids: Arc::new(IdSource::default()),
@@ -192,8 +212,24 @@ impl Host {
             .await
             .context("cannot confirm the subscriptions with the server")?;
         ctx.feeders.close();
+        let collector = telemetry::metrics::HostCollector {
+            plugins: plugins
+                .iter()
+                .map(|p| telemetry::metrics::PluginView::of(p))
+                .collect(),
+            connection: link,
+        };
+        if let Ok(mut r) = served.registry.write() {
+            *r = Some(telemetry::metrics::registry(collector));
+        }
+        served
+            .started
+            .store(true, std::sync::atomic::Ordering::Release);
+        stop_on_failure.disarm();
 
         Ok(Self {
+            telemetry_stop,
+            metrics_addr,
             plugins,
             refused,
             sink,
@@ -211,6 +247,11 @@ impl Host {
 
     pub fn refused(&self) -> &[Refused] {
         &self.refused
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, when they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stop taking events, let in-flight and already received events finish
@@ -256,6 +297,7 @@ impl Host {
                 "plugin totals"
             );
         }
+        self.telemetry_stop.cancel();
         Ok(())
     }
 }

@@ -28,6 +28,8 @@ pub struct Plugin {
     /// Whether the handler was already warned about answering a request on a
     /// JetStream subscription (a reply that goes nowhere live): once per plugin.
     pub(crate) warned_jetstream_reply: AtomicBool,
+    /// The wasm's SHA-256 (hex), for `weir_plugin_info`; empty for a native handler.
+    pub sha256: String,
 }
 
 impl Plugin {
@@ -40,14 +42,16 @@ impl Plugin {
         capture_logs: bool,
     ) -> Result<Self, LoadError> {
         let (auth, prepared) = Self::check_and_prepare(runtime, bundle, host)?;
-        Ok(Self::assemble(
+        let mut plugin = Self::assemble(
             runtime,
             bundle.manifest.clone(),
             prepared,
             &auth,
             host,
             capture_logs,
-        ))
+        );
+        plugin.sha256 = bundle.sha256_hex();
+        Ok(plugin)
     }
 
     /// The bundle's plugin once per `[config]` table in `configs`, compiled
@@ -124,6 +128,7 @@ impl Plugin {
             auth,
             circuit: manifest_circuit,
             warned_jetstream_reply: AtomicBool::new(false),
+            sha256: String::new(),
         }
     }
 

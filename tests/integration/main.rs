@@ -38,6 +38,8 @@ mod languages;
 mod loading;
 /// A message with a malformed header block is delivered, not a disconnect.
 mod malformed;
+/// Issue 11: /metrics after a known workload, /healthz, /readyz across a NATS outage.
+mod metrics;
 /// A plugin cannot starve the others; outputs cost no API request each.
 mod neighbours;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.

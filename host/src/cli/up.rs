@@ -30,6 +30,9 @@ pub struct UpArgs {
     /// Log JSON lines instead of text (the same as --json).
     #[arg(long)]
     pub log_json: bool,
+    /// Serve /metrics, /healthz and /readyz on ADDR (sets telemetry.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Paths for a log line: comma separated, or "none".
@@ -74,6 +77,9 @@ pub async fn up(args: UpArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         config.nats.url = parse_nats_flag(urls)?;
     }
     tracing::info!(servers = %config.nats.url, "weir up: NATS servers");
+    if let Some(addr) = args.metrics {
+        config.telemetry.listen = Some(addr);
+    }
     if config.nats.url.has_credentials() {
         tracing::warn!(
             "nats.url: credentials in a URL are not used; give nats.user with password_file or password_env, or token_file / token_env"

@@ -43,7 +43,11 @@ impl Default for TelemetryConfig {
 impl TelemetryConfig {
     pub(crate) fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let err = |field: &str, msg: &str| {
-            Err(ConfigError::new(file, Some(&format!("telemetry.{field}")), msg))
+            Err(ConfigError::new(
+                file,
+                Some(&format!("telemetry.{field}")),
+                msg,
+            ))
         };
         if self.lag_poll_ms < 100 {
             return err("lag_poll_ms", "must be at least 100");

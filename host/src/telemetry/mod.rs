@@ -2,6 +2,8 @@
 //! the health endpoints; W3C trace context and OTLP spans. Settings come from
 //! `[telemetry]` in weir.toml ([`crate::config::TelemetryConfig`]).
 
+pub mod http;
 pub mod logs;
+pub mod metrics;
 
 pub use logs::{command_filter, host_filter, init};

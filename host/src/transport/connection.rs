@@ -62,6 +62,25 @@ pub async fn connect(config: &NatsConfig) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// The connection as the metrics and `/readyz` see it, read at scrape time.
+#[derive(Debug)]
+pub struct Link(pub Client);
+
+impl crate::telemetry::metrics::Connection for Link {
+    fn connected(&self) -> bool {
+        self.0.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn reconnects(&self) -> u64 {
+        let connects = self
+            .0
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        connects.saturating_sub(1)
+    }
+}
+
 /// The client's options for one attempt. Secrets come from files or the
 /// environment and go straight to the client: they are in no message and no
 /// log line. `source` names them in the log lines of a refused reconnect.

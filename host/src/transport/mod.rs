@@ -11,7 +11,7 @@ pub mod server;
 mod sink;
 mod streams;
 
-pub use connection::connect;
+pub use connection::{Link, connect};
 pub use sink::NatsSink;
 pub use streams::StreamIndex;
 
