@@ -288,6 +288,7 @@ impl Host {
                 dead_lettered = get(&s.dead_lettered),
                 dead_letters_unstored = get(&s.dead_letters_unstored),
                 outputs_unconfirmed = get(&s.outputs_unconfirmed),
+                outputs_retried = get(&s.outputs_retried),
                 shed = get(&s.shed),
                 handed_back = get(&s.handed_back),
                 stalls = get(&s.stalls),
@@ -444,6 +445,7 @@ fn dev_stream_specs(plugins: &[Arc<Plugin>], declared: &[StreamSpec]) -> Vec<Str
                     subjects: vec![sub.subject.clone()],
                     memory: false,
                     duplicate_window_ms: 120_000,
+                    replicas: 1,
                 }),
             }
         }

@@ -160,6 +160,9 @@ pub struct Stats {
     pub dead_letters_unstored: AtomicU64,
     /// Events whose outputs could not be published (or confirmed).
     pub outputs_unconfirmed: AtomicU64,
+    /// Outputs published again in place because the server could not take
+    /// them yet (a cluster electing a stream leader): one per publish again.
+    pub outputs_retried: AtomicU64,
     /// Core events dropped because the plugin's queue was full.
     pub shed: AtomicU64,
     /// JetStream deliveries handed back to the server, not started (shutdown).

@@ -39,11 +39,21 @@ pub struct StreamSpec {
     /// How long `Nats-Msg-Id` deduplication remembers an id.
     #[serde(default = "default_duplicate_window_ms")]
     pub duplicate_window_ms: u64,
+    /// Copies kept across a cluster's nodes (1..=5; R3 survives one lost node).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
 }
 
 fn default_duplicate_window_ms() -> u64 {
     120_000
 }
+
+fn default_replicas() -> usize {
+    1
+}
+
+/// The most replicas JetStream keeps of a stream.
+pub const MAX_REPLICAS: usize = 5;
 
 /// `[nats]`: how the host reaches its NATS server.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +88,9 @@ pub struct NatsConfig {
     pub tls_first: bool,
     /// Refuse to talk to a server without TLS.
     pub require_tls: bool,
+    /// Try the servers of `url` in random order (async-nats's default), on
+    /// connecting and reconnecting; `false` keeps the order given.
+    pub randomize_servers: bool,
 }
 
 impl Default for NatsConfig {
@@ -98,6 +111,7 @@ impl Default for NatsConfig {
             tls_key_file: None,
             tls_first: false,
             require_tls: false,
+            randomize_servers: true,
         }
     }
 }
@@ -182,6 +196,8 @@ pub struct DeadLetterConfig {
     pub subject_prefix: String,
     /// The JetStream stream that captures `<subject_prefix>.>`; created if missing.
     pub stream: String,
+    /// The replicas of that stream when weir creates it (1..=5).
+    pub replicas: usize,
 }
 
 impl Default for DeadLetterConfig {
@@ -189,6 +205,7 @@ impl Default for DeadLetterConfig {
         Self {
             subject_prefix: "weir.dlq".into(),
             stream: "WEIR_DLQ".into(),
+            replicas: 1,
         }
     }
 }
@@ -270,6 +287,12 @@ impl HostConfig {
                     "needs one or more valid NATS subjects",
                 );
             }
+            if !(1..=MAX_REPLICAS).contains(&stream.replicas) {
+                return err(&format!("streams[{i}].replicas"), "must be between 1 and 5");
+            }
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.dead_letter.replicas) {
+            return err("dead_letter.replicas", "must be between 1 and 5");
         }
         if !is_stream_name(&self.dead_letter.stream) {
             return err(
@@ -350,5 +373,26 @@ mod tests {
         let e = parse("[shutdown]\ngrace_ms = 1\n[dead_letter]\nstream = 5\n");
         assert_eq!(e.field.as_deref(), Some("dead_letter.stream"));
         assert!(e.to_string().ends_with("(line 4)"), "{e}");
+    }
+
+    /// Issue 10: replicas for `[[streams]]` and `[dead_letter]`, and
+    /// `nats.randomize_servers`.
+    #[test]
+    fn replicas_and_server_order() {
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text);
+        let c = parse("[[streams]]\nname = \"A\"\nsubjects = [\"a\"]\n").expect("defaults");
+        assert_eq!((c.streams[0].replicas, c.dead_letter.replicas), (1, 1));
+        assert!(c.nats.randomize_servers);
+        let c = parse(
+            "[nats]\nrandomize_servers = false\n[dead_letter]\nreplicas = 3\n[[streams]]\nname = \"A\"\nsubjects = [\"a\"]\nreplicas = 3\n",
+        )
+        .expect("R3");
+        assert_eq!((c.streams[0].replicas, c.dead_letter.replicas), (3, 3));
+        assert!(!c.nats.randomize_servers);
+        let e = parse("[[streams]]\nname = \"A\"\nsubjects = [\"a\"]\nreplicas = 0\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("streams[0].replicas"));
+        let e = parse("[dead_letter]\nreplicas = 6\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("dead_letter.replicas"));
+        assert!(e.to_string().contains("between 1 and 5"), "{e}");
     }
 }

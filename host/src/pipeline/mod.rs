@@ -18,6 +18,7 @@ pub mod circuit;
 mod decide;
 mod held;
 mod letters;
+mod republish;
 mod serve;
 
 pub use circuit::Circuit;
@@ -28,7 +29,10 @@ pub use serve::{Delivery, Inbound, Settle, serve};
 /// Where the pipeline's results go: implemented by the transport.
 pub trait Sink: Send + Sync + 'static {
     /// Publish a handler's outputs (in order). With `confirm`, return only once
-    /// the server has them (stored, for subjects a stream captures).
+    /// the server has them (stored, for subjects a stream captures). An error
+    /// carrying [`Unavailable`] (as its context) says the server could not take
+    /// them *yet*: the same outputs may be published again; any other error is
+    /// a refusal.
     fn publish(
         &self,
         outputs: Vec<Message>,
@@ -39,4 +43,22 @@ pub trait Sink: Send + Sync + 'static {
     /// The largest message the server takes, headers and payload: a dead
     /// letter above it is stored with its payload cut.
     fn max_payload(&self) -> usize;
+}
+
+/// The kind of a [`Sink::publish`] error that may pass if the same outputs are
+/// published again: the server cannot take them yet (no leader for a stream
+/// during an election, no answer in time, the connection down). The transport
+/// attaches it with `anyhow::Context`; [`is_unavailable`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server cannot take the outputs yet")
+    }
+}
+
+/// Whether a publish error is [`Unavailable`] (worth publishing again).
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Unavailable>().is_some()
 }

@@ -266,7 +266,7 @@ impl<S: Sink> Run<'_, S> {
             }
             match outcome {
                 Outcome::Done(outputs) => {
-                    return publish(plugin, self.sink, event, outputs, redelivers).await;
+                    return publish(plugin, self.sink, event, outputs, redelivers, stop).await;
                 }
                 Outcome::Retry { delay, failure } => {
                     note_retry(plugin, event, delay, &failure);
@@ -338,10 +338,11 @@ async fn publish<S: Sink>(
     event: &Event,
     mut outputs: Vec<Message>,
     confirm: bool,
+    stop: &CancellationToken,
 ) -> Ending {
     stamp_outputs(event, &mut outputs);
     let count = outputs.len();
-    match sink.publish(outputs, confirm).await {
+    match super::republish::publish_until_taken(plugin, sink, outputs, confirm, stop).await {
         Ok(()) => {
             Stats::bump(&plugin.stats.succeeded);
             tracing::debug!(

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::config::{HostConfig, Manifest};
+use crate::pipeline::Unavailable;
 use crate::policy::OutputPolicy;
 use crate::sandbox::{Executor, PluginShared};
 
@@ -38,12 +39,19 @@ struct MemSink {
     letters: Mutex<Vec<Message>>,
     refuse_letters: AtomicBool,
     refuse_outputs: AtomicBool,
+    /// Publishes to fail with [`Unavailable`] before one passes.
+    unavailable: std::sync::atomic::AtomicU32,
 }
 
 impl Sink for MemSink {
     async fn publish(&self, outputs: Vec<Message>, _confirm: bool) -> anyhow::Result<()> {
         if self.refuse_outputs.load(Ordering::Relaxed) {
             anyhow::bail!("no ack");
+        }
+        let left = self.unavailable.load(Ordering::Relaxed);
+        if left > 0 {
+            self.unavailable.store(left - 1, Ordering::Relaxed);
+            return Err(anyhow::anyhow!("no responders").context(Unavailable));
         }
         self.published.lock().expect("lock").extend(outputs);
         Ok(())
@@ -301,6 +309,20 @@ async fn an_event_back_after_an_unstored_letter_keeps_its_failure() {
         crate::event::header(&letters[0].headers, "Weir-Error"),
         Some("never")
     );
+}
+
+/// Issue 10: outputs the server cannot take yet are published again in
+/// place (counted), and the event ends done, not unfinished.
+#[tokio::test]
+async fn unavailable_outputs_are_published_again_in_place() {
+    let sink = Arc::new(MemSink::default());
+    sink.unavailable.store(3, Ordering::Relaxed);
+    let plugin = plugin(3);
+    let run = serve_all(plugin.clone(), sink.clone(), true, &[("a", "ok", 1)], false).await;
+    assert_eq!(run.settled, vec![("a".into(), Settle::Done)]);
+    assert_eq!(Stats::get(&plugin.stats.outputs_retried), 3);
+    assert_eq!(Stats::get(&plugin.stats.outputs_unconfirmed), 0);
+    assert_eq!(sink.published.lock().expect("lock").len(), 1);
 }
 
 #[tokio::test]

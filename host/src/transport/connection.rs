@@ -113,6 +113,9 @@ async fn options(
     if config.tls_first {
         options = options.tls_first();
     }
+    if !config.randomize_servers {
+        options = options.retain_servers_order();
+    }
     Ok(options
         .name(&config.name)
         .subscription_capacity(config.subscription_capacity)

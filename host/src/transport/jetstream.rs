@@ -49,6 +49,7 @@ pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> an
                 jetstream::stream::StorageType::File
             },
             duplicate_window: Duration::from_millis(spec.duplicate_window_ms),
+            num_replicas: spec.replicas,
             ..Default::default()
         };
         js.get_or_create_stream(config)

@@ -12,7 +12,7 @@ use super::streams::StreamIndex;
 use super::{sync_with_server, to_header_map};
 use crate::config::DeadLetterConfig;
 use crate::event::Message;
-use crate::pipeline::Sink;
+use crate::pipeline::{Sink, Unavailable};
 
 /// Publishes through one NATS connection.
 pub struct NatsSink {
@@ -54,6 +54,7 @@ impl NatsSink {
                 storage: js::stream::StorageType::File,
                 allow_direct: true,
                 description: Some("weir dead letters".into()),
+                num_replicas: dead_letter.replicas,
                 ..Default::default()
             },
             dead_letters_ready: AtomicBool::new(false),
@@ -119,11 +120,13 @@ impl Sink for NatsSink {
         let mut acks = Vec::new();
         let mut unconfirmed = false;
         for msg in outputs {
-            if self.streams.captures(js, &msg.subject).await? {
+            let captured = (self.streams.captures(js, &msg.subject).await).context(Unavailable)?;
+            if captured {
                 let headers = to_header_map(&msg.headers)?;
                 let ack = js
                     .publish_with_headers(msg.subject.clone(), headers, msg.payload)
                     .await
+                    .map_err(classify)
                     .with_context(|| format!("cannot publish to {:?}", msg.subject))?;
                 acks.push((msg.subject, ack));
             } else {
@@ -133,6 +136,7 @@ impl Sink for NatsSink {
         }
         for (subject, ack) in acks {
             ack.await
+                .map_err(classify)
                 .with_context(|| format!("no ack from JetStream for {subject:?}"))?;
         }
         if unconfirmed {
@@ -185,6 +189,34 @@ impl Sink for NatsSink {
     fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
     }
+}
+
+/// A JetStream publish error as weir's kind: [`Unavailable`] when the same
+/// publish may pass later (no answer in time, the connection down, no
+/// responder for a subject the stream index says a stream captures — a stream
+/// without a leader during an election —, a 5xx API error such as 503
+/// "JetStream not available"); a refusal otherwise (too large, a wrong
+/// expected sequence, any 4xx).
+fn classify(e: js::context::PublishError) -> anyhow::Error {
+    use js::context::PublishErrorKind as Kind;
+    let retry = match e.kind() {
+        Kind::TimedOut | Kind::BrokenPipe | Kind::StreamNotFound => true,
+        Kind::Other => std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<js::Error>())
+            .is_some_and(|api| {
+                api.code() >= 500
+                    || [
+                        js::ErrorCode::CLUSTER_NOT_AVAILABLE,
+                        js::ErrorCode::CLUSTER_NOT_LEADER,
+                        js::ErrorCode::CLUSTER_NOT_ACTIVE,
+                        js::ErrorCode::CLUSTER_NOT_ASSIGNED,
+                    ]
+                    .contains(&api.error_code())
+            }),
+        _ => false,
+    };
+    let e = anyhow::Error::new(e);
+    if retry { e.context(Unavailable) } else { e }
 }
 
 /// Whether JetStream answers for this connection's account: `$JS.API.INFO`

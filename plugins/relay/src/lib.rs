@@ -1,5 +1,7 @@
 //! `relay`: every event on `in.<rest>` goes on to `out.<rest>` with the same
-//! payload. The workload of scripts/stall-check.sh (issue 16).
+//! payload. The workload of scripts/stall-check.sh (issue 16). An optional
+//! `[config] tag` goes on each output as a `Relay-Tag` header, so a test can
+//! tell which host produced it (issue 10).
 
 use weir_sdk::{Event, Failure, Message};
 
@@ -11,7 +13,11 @@ fn relay(event: Event) -> weir_sdk::Result {
         )));
     };
     let subject = format!("out.{rest}");
-    Ok(vec![Message::new(subject, event.into_payload())])
+    let output = Message::new(subject, event.into_payload());
+    Ok(vec![match weir_sdk::config("tag") {
+        Some(tag) => output.header("Relay-Tag", tag),
+        None => output,
+    }])
 }
 
 weir_sdk::handler!(relay);
@@ -24,5 +30,15 @@ mod tests {
     fn relays_the_rest_of_the_subject() {
         let out = relay(Event::new("in.a.b", "hi")).expect("ok");
         assert_eq!(out, vec![Message::new("out.a.b", "hi")]);
+    }
+
+    #[test]
+    fn tags_its_outputs_when_configured() {
+        weir_sdk::testing::set_config("tag", "h1");
+        let out = relay(Event::new("in.a", "hi")).expect("ok");
+        assert_eq!(
+            out,
+            vec![Message::new("out.a", "hi").header("Relay-Tag", "h1")]
+        );
     }
 }
