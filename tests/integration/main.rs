@@ -17,6 +17,8 @@ mod cache;
 mod circuit;
 /// The `weir` binary as a user types it: global flags, logs, pub, dlq.
 mod cli;
+/// Issue 10: a 3-node JetStream cluster loses its stream leader under two hosts.
+mod cluster;
 /// Every language's twin of the example plugins passes the same fixtures.
 mod conformance;
 /// Events flow through core NATS: outputs, replies, retries, dead letters.

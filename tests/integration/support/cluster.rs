@@ -67,6 +67,36 @@ impl NatsCluster {
         self.nodes[node].kill();
     }
 
+    /// Start a killed node again: same store dir, ports and config.
+    pub fn restart(&mut self, node: usize) {
+        self.nodes[node].restart();
+    }
+
+    /// The node that leads `stream` (`cluster.leader` of
+    /// `$JS.API.STREAM.INFO`, asked through `through`), once it has one.
+    pub async fn stream_leader(&self, through: usize, stream: &str) -> usize {
+        let client = self.nodes[through].client().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let probe =
+                client.request(format!("$JS.API.STREAM.INFO.{stream}"), bytes::Bytes::new());
+            let answer = tokio::time::timeout(Duration::from_secs(1), probe).await;
+            let leader = answer.ok().and_then(Result::ok).and_then(|reply| {
+                let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+                let name = info["cluster"]["leader"].as_str()?.to_owned();
+                name.strip_prefix('n')?.parse::<usize>().ok()
+            });
+            if let Some(leader) = leader {
+                return leader;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stream {stream} has no leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Wait until JetStream answers through `node` (the cluster has a
     /// metadata leader): after start-up, and again after a node is killed.
     pub async fn wait_for_jetstream(&self, node: usize) {
