@@ -135,16 +135,15 @@ fn killing_the_stream_leader_loses_nothing() {
         let producer = tokio::spawn(produce(client.clone(), 0, EVENTS));
         // Mid-stream, with work held: kill the leader of IN.
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        let held = loop {
             let info = consumer_info(&client, "IN").await;
             let stored = stream_count(&client, "OUT").await;
             if info.num_ack_pending > 0 && stored >= (EVENTS / 3) as u64 {
-                break;
+                break info.num_ack_pending;
             }
             assert!(tokio::time::Instant::now() < deadline, "no unfinished work to kill under");
             tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let held = consumer_info(&client, "IN").await.num_ack_pending;
+        };
         let killed_at = Instant::now();
         cluster.kill(leader);
         let since = outputs.tags.len();
