@@ -3,6 +3,8 @@
 //! leader (holding unfinished work), a restart; and a host whose node dies.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -56,40 +58,50 @@ fn start_hosts(cluster: &NatsCluster, dir: &std::path::Path) -> Vec<WeirProcess>
         .collect()
 }
 
-/// Outputs by event id and the tags seen after `since` (an output count).
+/// The outputs seen on `out.>`: the event index and the host's tag of each.
 struct Outputs {
     sub: async_nats::Subscriber,
-    tags: Vec<String>,
+    seen: Vec<(usize, String)>,
 }
 
 impl Outputs {
-    /// Read what has arrived; wait until every tag of `want` appears among
-    /// outputs numbered `since` and later.
-    async fn wait_for_tags(&mut self, since: usize, want: &[&str]) {
+    /// Wait until every tag of `want` appears on an output of an event
+    /// numbered `from` or later (published after a given moment).
+    async fn wait_for_tags(&mut self, from: usize, want: &[&str]) {
         let deadline = tokio::time::Instant::now() + PATIENCE * 2;
         loop {
-            let seen: HashSet<&str> = self.tags[since.min(self.tags.len())..]
+            let tags: HashSet<&str> = self
+                .seen
                 .iter()
-                .map(String::as_str)
+                .filter(|(i, _)| *i >= from)
+                .map(|(_, t)| t.as_str())
                 .collect();
-            if want.iter().all(|t| seen.contains(t)) {
+            if want.iter().all(|t| tags.contains(t)) {
                 return;
             }
             match tokio::time::timeout_at(deadline, self.sub.next()).await {
-                Ok(Some(msg)) => self
-                    .tags
-                    .push(header(&msg, "Relay-Tag").unwrap_or_default()),
-                _ => panic!("tags {want:?} not all seen after output {since}: {seen:?}"),
+                Ok(Some(msg)) => {
+                    let index = msg
+                        .subject
+                        .strip_prefix("out.")
+                        .and_then(|i| i.parse().ok());
+                    self.seen.push((
+                        index.expect("an output subject out.<index>"),
+                        header(&msg, "Relay-Tag").unwrap_or_default(),
+                    ));
+                }
+                _ => panic!("tags {want:?} not all seen on events from {from}: {tags:?}"),
             }
         }
     }
 }
 
-/// Publish events `from..to`, each with its Nats-Msg-Id, a few ms apart,
-/// until stored.
-async fn produce(client: async_nats::Client, from: usize, to: usize) {
+/// Publish events `0..EVENTS`, each with its Nats-Msg-Id, a few ms apart,
+/// each until stored; `next` is the index about to be published.
+async fn produce(client: async_nats::Client, next: Arc<AtomicUsize>) {
     let js = async_nats::jetstream::new(client);
-    for i in from..to {
+    for i in 0..EVENTS {
+        next.store(i, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let mut headers = async_nats::HeaderMap::new();
@@ -112,73 +124,200 @@ async fn produce(client: async_nats::Client, from: usize, to: usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    next.store(EVENTS, Ordering::SeqCst);
 }
 
-/// The stream leader dies mid-stream holding unfinished work, and comes back
-/// later: every event has exactly one stored output, none is dead-lettered,
-/// both hosts relay again, and weir's totals say what it cost.
-#[test]
-fn killing_the_stream_leader_loses_nothing() {
+/// What losing a node cost, from weir's own counts and the clock.
+#[derive(Debug)]
+struct Figures {
+    unacked_at_kill: u64,
+    redelivered: u64,
+    succeeded: u64,
+    outputs_retried: u64,
+    raw_publishes: u64,
+    /// Until IN, its consumer and OUT had leaders again (the cluster's part).
+    elected: Duration,
+    both_relaying: Duration,
+    all_stored: Duration,
+    logs: Vec<String>,
+}
+
+/// Two hosts (h0 on n0, h1 on n1), R3 streams; the leaders of IN, its
+/// consumer and OUT are moved onto `leaders`; mid-stream, with events
+/// unacknowledged, `victim` is killed, and restarted once every event is
+/// stored. Asserts what holds whichever node dies: one stored output per
+/// event, no dead letter, both hosts relaying events published after the
+/// kill, and no more handler runs or publishes than redeliveries explain.
+fn lose_a_node(leaders: usize, victim: usize) -> Figures {
     let mut cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(cluster.wait_for_jetstream(0));
     let hosts = start_hosts(&cluster, dir.path());
     rt.block_on(async {
-        let leader = cluster.stream_leader(0, "IN").await;
-        // Watch and produce through a node that will stay up.
-        let safe = (leader + 1) % 3;
-        let client = async_nats::connect(cluster.url(safe)).await.expect("connect");
+        // Watch and produce through a node that stays up.
+        let safe = (victim + 1) % 3;
+        let client = async_nats::connect(cluster.url(safe))
+            .await
+            .expect("connect");
+        let durable = consumer_info(&client, "IN").await.name;
+        cluster.lead_on(leaders, "IN", Some(&durable)).await;
+        cluster.lead_on(leaders, "OUT", None).await;
         let mut raw = RawCount::start(&client, "out.>").await;
-        let mut outputs = Outputs { sub: client.subscribe("out.>").await.expect("subscribe"), tags: Vec::new() };
+        let mut outputs = Outputs {
+            sub: client.subscribe("out.>").await.expect("subscribe"),
+            seen: Vec::new(),
+        };
         client.flush().await.expect("flush");
-        let producer = tokio::spawn(produce(client.clone(), 0, EVENTS));
-        // Mid-stream, with work held: kill the leader of IN.
+        let next = Arc::new(AtomicUsize::new(0));
+        let producer = tokio::spawn(produce(client.clone(), next.clone()));
+        // Mid-stream, with work unfinished on the consumer: kill.
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        let held = loop {
-            let info = consumer_info(&client, "IN").await;
+        let unacked_at_kill = loop {
             let stored = stream_count(&client, "OUT").await;
+            let info = consumer_info(&client, "IN").await;
             if info.num_ack_pending > 0 && stored >= (EVENTS / 3) as u64 {
-                break info.num_ack_pending;
+                break info.num_ack_pending as u64;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no unfinished work to kill under");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no unfinished work to kill under"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
+        cluster.kill(victim);
         let killed_at = Instant::now();
-        cluster.kill(leader);
-        let since = outputs.tags.len();
-        outputs.wait_for_tags(since, &["h0", "h1"]).await;
-        let relaying = killed_at.elapsed();
+        let after_kill = next.load(Ordering::SeqCst) + 1;
+        assert!(after_kill < EVENTS, "the kill came after the last event");
+        let relaying = async {
+            outputs.wait_for_tags(after_kill, &["h0", "h1"]).await;
+            killed_at.elapsed()
+        };
+        let elected = async {
+            cluster
+                .wait_led_without(safe, victim, "IN", Some(&durable))
+                .await;
+            cluster.wait_led_without(safe, victim, "OUT", None).await;
+            killed_at.elapsed()
+        };
+        let (both_relaying, elected) = tokio::join!(relaying, elected);
         producer.await.expect("producer");
         wait_stream_count(&client, "OUT", EVENTS as u64).await;
-        let stored = killed_at.elapsed();
-        cluster.restart(leader);
-        cluster.wait_for_jetstream(leader).await;
+        let all_stored = killed_at.elapsed();
+        cluster.restart(victim);
+        cluster.wait_for_jetstream(victim).await;
         wait_consumer_idle(&client, "IN").await;
         let js = async_nats::jetstream::new(client.clone());
-        let mut ids = HashSet::new();
         let out = js.get_stream("OUT").await.expect("OUT");
+        let mut ids = HashSet::new();
         for seq in 1..=stream_count(&client, "OUT").await {
             let msg = out.get_raw_message(seq).await.expect("stored output");
-            ids.insert(msg.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
+            let id = msg
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_owned());
+            ids.insert(id.expect("an output's Nats-Msg-Id"));
         }
-        assert_eq!(ids.len(), EVENTS, "one stored output per event");
+        assert_eq!(
+            stream_count(&client, "OUT").await,
+            EVENTS as u64,
+            "one stored output per event"
+        );
+        assert_eq!(ids.len(), EVENTS, "a distinct output per event");
         assert_eq!(stream_count(&client, "WEIR_DLQ").await, 0, "no dead letter");
-        let published = raw.count().await;
+        let raw_publishes = raw.count().await;
         let mut totals: HashMap<&str, u64> = HashMap::new();
+        let mut logs = Vec::new();
         for host in hosts {
             let (status, log) = host.stop();
             assert!(status.success(), "{log}");
-            for name in ["succeeded", "redelivered", "outputs_retried", "dead_lettered"] {
+            for name in [
+                "succeeded",
+                "redelivered",
+                "outputs_retried",
+                "dead_lettered",
+            ] {
                 *totals.entry(name).or_default() += total(&log, "relay", name);
             }
+            logs.push(log);
         }
-        assert!(totals["succeeded"] >= EVENTS as u64, "{totals:?}");
-        assert!(published >= EVENTS as u64, "raw publishes {published}");
-        assert_eq!(totals["dead_lettered"], 0);
-        println!(
-            "cluster: {EVENTS} events, {held} unacknowledged at the kill, redelivered {}, outputs retried {}, raw publishes {published}; both hosts relaying {relaying:?} after the kill, all stored after {stored:?}",
-            totals["redelivered"], totals["outputs_retried"]
+        assert_eq!(totals["dead_lettered"], 0, "{totals:?}");
+        // Every event ran to success at least once; a second run only for a
+        // redelivered event, a second publish only for a redelivered event
+        // or an output published again.
+        let (succeeded, redelivered) = (totals["succeeded"], totals["redelivered"]);
+        assert!(succeeded >= EVENTS as u64, "{totals:?}");
+        assert!(succeeded - EVENTS as u64 <= redelivered, "{totals:?}");
+        assert!(
+            raw_publishes >= EVENTS as u64,
+            "raw publishes {raw_publishes}"
         );
-    });
+        assert!(
+            raw_publishes - EVENTS as u64 <= redelivered + totals["outputs_retried"],
+            "raw publishes {raw_publishes}, {totals:?}"
+        );
+        Figures {
+            unacked_at_kill,
+            redelivered,
+            succeeded,
+            outputs_retried: totals["outputs_retried"],
+            raw_publishes,
+            elected,
+            both_relaying,
+            all_stored,
+            logs,
+        }
+    })
+}
+
+/// The node that leads IN, its consumer and OUT dies mid-stream holding
+/// unacknowledged events (no host is connected to it), and comes back.
+#[test]
+fn killing_the_stream_leader_loses_nothing() {
+    let figures = lose_a_node(2, 2);
+    println!(
+        "cluster, leader killed: {EVENTS} events, {}",
+        Printed(&figures)
+    );
+}
+
+/// The node host h0 is connected to dies (the leaders are elsewhere): h0
+/// moves to another node by itself and relays again.
+#[test]
+fn a_host_whose_node_dies_moves_to_another() {
+    let figures = lose_a_node(2, 0);
+    let h0 = &figures.logs[0];
+    let mut lines = h0
+        .lines()
+        .skip_while(|l| !l.contains("disconnected from NATS"));
+    assert!(lines.next().is_some(), "h0 never saw its node go:\n{h0}");
+    assert!(
+        lines.any(|l| l.contains("connected to NATS") && !l.contains("disconnected")),
+        "h0 never connected again:\n{h0}"
+    );
+    println!(
+        "cluster, h0's node killed: {EVENTS} events, {}",
+        Printed(&figures)
+    );
+}
+
+/// The figures without the logs.
+struct Printed<'a>(&'a Figures);
+
+impl std::fmt::Display for Printed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let x = self.0;
+        write!(
+            f,
+            "{} unacknowledged at the kill, redelivered {}, succeeded {}, outputs retried {}, raw publishes {}; after the kill: leaders again after {:?}, both hosts relaying after {:?}, all stored after {:?}",
+            x.unacked_at_kill,
+            x.redelivered,
+            x.succeeded,
+            x.outputs_retried,
+            x.raw_publishes,
+            x.elected,
+            x.both_relaying,
+            x.all_stored
+        )
+    }
 }

@@ -4,6 +4,8 @@
 //! [`JsDelivery`], which maps the pipeline's [`Settle`] onto ack, nak with a
 //! delay, and term.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -363,8 +365,19 @@ async fn pull_until_stopped(
             }
         };
         let mut last_arrival = Instant::now();
+        // The watchdog's question to the server runs beside the reading: a
+        // cluster electing the consumer's leader answers it late or never,
+        // and messages must flow the moment the new leader sends them.
+        let mut check: Option<(Instant, Check)> = None;
         loop {
             let quiet = tokio::time::sleep_until((last_arrival + quiet_limit).into());
+            let idle = check.is_none();
+            let checking = async {
+                match check.as_mut() {
+                    Some((_, answer)) => answer.await,
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 biased;
                 next = messages.next() => next,
@@ -372,13 +385,20 @@ async fn pull_until_stopped(
                     drain(&mut messages, feed, hand_backs).await;
                     return;
                 }
-                _ = quiet => {
-                    last_arrival = Instant::now();
-                    if stalled(&mut consumer, &spec, feed).await {
-                        // Nothing is buffered (this reader was waiting for a
-                        // message) and the server holds no pull: open anew.
+                stalled = checking => {
+                    let asked_at = check.take().map(|(at, _)| at);
+                    // Stalled, and still nothing arrived since asking: the
+                    // stream is buffering nothing and the server holds no
+                    // pull: open anew.
+                    if stalled && asked_at.is_some_and(|at| last_arrival <= at) {
                         continue 'bind;
                     }
+                    continue;
+                }
+                _ = quiet, if idle => {
+                    last_arrival = Instant::now();
+                    let ask = stalled(consumer.clone(), spec.clone(), feed.plugin.clone(), feed.stats.clone(), quiet_limit);
+                    check = Some((last_arrival, Box::pin(ask)));
                     continue;
                 }
             };
@@ -470,13 +490,27 @@ async fn drain(
     }
 }
 
+/// The watchdog's question in flight.
+type Check = Pin<Box<dyn Future<Output = bool> + Send>>;
+
 /// The watchdog's check after a quiet spell: does the server hold messages
 /// for this consumer, with room to deliver them, and no pull request waiting?
-async fn stalled(consumer: &mut PullConsumer, spec: &ConsumerSpec, feed: &Feed) -> bool {
-    let info = match consumer.info().await {
-        Ok(info) => info.clone(),
-        Err(e) => {
-            tracing::debug!(plugin = %feed.plugin, error = %e, "watchdog: cannot read the consumer's state");
+/// No answer within `within` (a cluster without a consumer leader) is no.
+async fn stalled(
+    mut consumer: PullConsumer,
+    spec: ConsumerSpec,
+    plugin: Arc<str>,
+    stats: Arc<Stats>,
+    within: Duration,
+) -> bool {
+    let info = match tokio::time::timeout(within, consumer.info()).await {
+        Ok(Ok(info)) => info.clone(),
+        Ok(Err(e)) => {
+            tracing::debug!(plugin = %plugin, error = %e, "watchdog: cannot read the consumer's state");
+            return false;
+        }
+        Err(_) => {
+            tracing::debug!(plugin = %plugin, "watchdog: no answer about the consumer's state");
             return false;
         }
     };
@@ -487,9 +521,9 @@ async fn stalled(consumer: &mut PullConsumer, spec: &ConsumerSpec, feed: &Feed) 
     if info.num_pending == 0 || info.num_waiting > 0 || !room || info.paused {
         return false;
     }
-    Stats::bump(&feed.stats.stalls);
+    Stats::bump(&stats.stalls);
     tracing::warn!(
-        plugin = %feed.plugin, stream = %spec.stream, consumer = spec.durable(),
+        plugin = %plugin, stream = %spec.stream, consumer = spec.durable(),
         pending = info.num_pending, ack_pending = info.num_ack_pending,
         "JetStream pull stalled: the server holds messages and no pull request; renewing the pull"
     );

@@ -72,14 +72,82 @@ impl NatsCluster {
         self.nodes[node].restart();
     }
 
-    /// The node that leads `stream` (`cluster.leader` of
-    /// `$JS.API.STREAM.INFO`, asked through `through`), once it has one.
-    pub async fn stream_leader(&self, through: usize, stream: &str) -> usize {
+    /// Move the leadership of `stream` (and of its consumer `consumer`, when
+    /// given) onto `node`: step the leader down until the election lands
+    /// there (each election picks among the other replicas).
+    pub async fn lead_on(&self, node: usize, stream: &str, consumer: Option<&str>) {
+        let through = (node + 1) % self.nodes.len();
+        let client = self.nodes[through].client().await;
+        let groups = [(
+            format!("STREAM.INFO.{stream}"),
+            format!("STREAM.LEADER.STEPDOWN.{stream}"),
+        )]
+        .into_iter()
+        .chain(consumer.map(|c| {
+            (
+                format!("CONSUMER.INFO.{stream}.{c}"),
+                format!("CONSUMER.LEADER.STEPDOWN.{stream}.{c}"),
+            )
+        }));
+        for (info, stepdown) in groups {
+            for _ in 0..20 {
+                let now = self.leader(through, &info).await;
+                if now == node {
+                    break;
+                }
+                let _ = client
+                    .request(format!("$JS.API.{stepdown}"), bytes::Bytes::new())
+                    .await;
+                // The old leader answers before the election ends: wait for
+                // the group's next leader.
+                let deadline = tokio::time::Instant::now() + PATIENCE;
+                while self.leader(through, &info).await == now {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{info}: no new leader"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            assert_eq!(
+                self.leader(through, &info).await,
+                node,
+                "{info}: the leadership never landed on n{node}"
+            );
+        }
+    }
+
+    /// Wait until `stream`, and its consumer `consumer`, are led by a node
+    /// other than `gone` (asked through `through`): the cluster's own
+    /// recovery after `gone` died, for comparing weir's against.
+    pub async fn wait_led_without(
+        &self,
+        through: usize,
+        gone: usize,
+        stream: &str,
+        consumer: Option<&str>,
+    ) {
+        let infos = [format!("STREAM.INFO.{stream}")]
+            .into_iter()
+            .chain(consumer.map(|c| format!("CONSUMER.INFO.{stream}.{c}")));
+        for info in infos {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while self.leader(through, &info).await == gone {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{info}: still led by n{gone}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// `cluster.leader` of a JetStream API info answer (`$JS.API.<info>`).
+    async fn leader(&self, through: usize, info: &str) -> usize {
         let client = self.nodes[through].client().await;
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let probe =
-                client.request(format!("$JS.API.STREAM.INFO.{stream}"), bytes::Bytes::new());
+            let probe = client.request(format!("$JS.API.{info}"), bytes::Bytes::new());
             let answer = tokio::time::timeout(Duration::from_secs(1), probe).await;
             let leader = answer.ok().and_then(Result::ok).and_then(|reply| {
                 let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
@@ -89,10 +157,7 @@ impl NatsCluster {
             if let Some(leader) = leader {
                 return leader;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "stream {stream} has no leader"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "{info}: no leader");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
