@@ -91,6 +91,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the order of [`index`](Self::index).
+    pub const ALL: [Self; 9] = [
+        Self::Reject,
+        Self::Retry,
+        Self::Timeout,
+        Self::Trap,
+        Self::Memory,
+        Self::Unauthorized,
+        Self::ForbiddenPublish,
+        Self::BadOutput,
+        Self::BadInput,
+    ];
+
+    /// This kind's place in [`ALL`](Self::ALL): counters per kind are arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether an attempt failing this way may succeed on a later attempt.
     pub fn is_retryable(self) -> bool {
         matches!(

@@ -154,9 +154,7 @@ impl Host {
         let client = transport::connect(&config.nats).await?;
         let link: Arc<dyn telemetry::metrics::Connection> =
             Arc::new(transport::Link(client.clone()));
-        if let Ok(mut c) = served.connection.write() {
-            *c = Some(link.clone());
-        }
+        let _ = served.connection.set(link.clone());
         let sink = Arc::new(NatsSink::new(client.clone(), &config.dead_letter).await);
         let ctx = Running {
             ids: Arc::new(IdSource::default()),
@@ -211,17 +209,37 @@ impl Host {
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
+        let lag = Arc::new(telemetry::lag::LagBoard::default());
+        if metrics_addr.is_some()
+            && let Some(js) = sink.jetstream()
+        {
+            let watched = watched_consumers(&plugins);
+            if !watched.is_empty() {
+                let every = Duration::from_millis(config.telemetry.lag_poll_ms);
+                ctx.feeders.spawn(transport::lag::poll(
+                    js.clone(),
+                    watched,
+                    every,
+                    lag.clone(),
+                    ctx.stop.clone(),
+                ));
+                let _ = served.lag.set(lag.clone());
+            }
+        }
         ctx.feeders.close();
         let collector = telemetry::metrics::HostCollector {
             plugins: plugins
                 .iter()
-                .map(|p| telemetry::metrics::PluginView::of(p))
+                .map(telemetry::metrics::PluginView::of)
                 .collect(),
             connection: link,
+            sandbox: Some(telemetry::metrics::SandboxView {
+                engine: runtime.engine().clone(),
+                slots: config.sandbox.max_instances,
+            }),
+            lag,
         };
-        if let Ok(mut r) = served.registry.write() {
-            *r = Some(telemetry::metrics::registry(collector));
-        }
+        let _ = served.registry.set(telemetry::metrics::registry(collector));
         served
             .started
             .store(true, std::sync::atomic::Ordering::Release);
@@ -408,6 +426,26 @@ async fn subscribe_plugin(
         ctx.stop.clone(),
     ));
     Ok(())
+}
+
+/// Every JetStream consumer the plugins pull from, for the lag poller.
+fn watched_consumers(plugins: &[Arc<Plugin>]) -> Vec<transport::lag::Watched> {
+    let mut watched = Vec::new();
+    for plugin in plugins {
+        for sub in &plugin.manifest.subscribe {
+            if sub.mode != DeliveryMode::Jetstream {
+                continue;
+            }
+            if let Ok(spec) = jetstream::ConsumerSpec::new(&plugin.manifest, sub) {
+                watched.push(transport::lag::Watched {
+                    plugin: plugin.name().to_owned(),
+                    stream: spec.stream.clone(),
+                    consumer: spec.durable().to_owned(),
+                });
+            }
+        }
+    }
+    watched
 }
 
 /// What every plugin's readers and pipeline share.

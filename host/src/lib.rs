@@ -40,6 +40,7 @@ pub mod plugin;
 pub mod policy;
 pub mod sandbox;
 pub mod scaffold;
+pub mod stats;
 pub mod status;
 pub mod telemetry;
 pub mod transport;

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::bundle::Bundle;
 use crate::config::{HostConfig, Manifest};
 use crate::pipeline::Circuit;
 use crate::policy::OutputPolicy;
 use crate::sandbox::{Executor, LoadError, PluginShared, Prepared, Runtime};
+pub use crate::stats::Stats;
 
 /// A plugin ready to run events.
 pub struct Plugin {
@@ -134,56 +135,5 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.manifest.name
-    }
-}
-
-/// Counters per plugin (a metrics endpoint reads the same).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// New events the readers took from NATS: a JetStream delivery counts
-    /// only the first time (delivered = 1); later ones are `redelivered`.
-    pub received: AtomicU64,
-    /// JetStream deliveries of an event delivered before: a retry after its
-    /// backoff, or one a stopped or dead host left unfinished.
-    pub redelivered: AtomicU64,
-    /// Events finished with their outputs published (confirmed, on JetStream).
-    pub succeeded: AtomicU64,
-    /// Attempts that failed (retried or not).
-    pub failed_attempts: AtomicU64,
-    /// Failed attempts to be tried again (after the backoff): in-process on
-    /// core NATS, by a delayed redelivery on JetStream.
-    pub retried: AtomicU64,
-    /// Dead letters stored.
-    pub dead_lettered: AtomicU64,
-    /// Dead letters that could not be stored (the event stays in its stream
-    /// when it came from one; a core event's is lost, loudly).
-    pub dead_letters_unstored: AtomicU64,
-    /// Events whose outputs could not be published (or confirmed).
-    pub outputs_unconfirmed: AtomicU64,
-    /// Outputs published again in place because the server could not take
-    /// them yet (a cluster electing a stream leader): one per publish again.
-    pub outputs_retried: AtomicU64,
-    /// Core events dropped because the plugin's queue was full.
-    pub shed: AtomicU64,
-    /// JetStream deliveries handed back to the server, not started (shutdown).
-    pub handed_back: AtomicU64,
-    /// Times a JetStream pull was found stalled and renewed (the watchdog).
-    pub stalls: AtomicU64,
-    /// Core events dropped because the circuit was open (reason `circuit-open`).
-    pub shed_circuit_open: AtomicU64,
-    /// Times this host's attempts opened the circuit.
-    pub circuit_opened: AtomicU64,
-    /// JetStream attempts that failed while the circuit was open: the event
-    /// was held, not retried, and that attempt did not count against it.
-    pub held: AtomicU64,
-}
-
-impl Stats {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }

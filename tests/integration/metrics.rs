@@ -1,6 +1,7 @@
 //! Issue 11: the telemetry endpoint. A known workload, then `/metrics`
 //! scraped with a real HTTP client and parsed by an independent parser
-//! (prometheus-parse); `/readyz` while the NATS server is down and back.
+//! (prometheus-parse); JetStream consumer lag; `/readyz` while the NATS
+//! server is down and back, and while a plugin's stream is missing.
 
 use std::time::Duration;
 
@@ -48,20 +49,28 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// N succeeded, M rejected, K retried once then succeeded, one timing out
+/// on both its attempts: the scrape's counters per plugin and kind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_workload_per_plugin() {
     let server = NatsServer::start();
     let client = server.client().await;
-    let mut config = host_config(&server, &[bundle("echo"), bundle("reject")]);
+    let bundles = ["echo", "reject", "flaky", "hostile-loop"].map(bundle);
+    let mut config = host_config(&server, &bundles);
     config.telemetry.listen = Some("127.0.0.1:0".parse().expect("addr"));
     let host = Host::start(&config).await.expect("host starts");
     let base = format!("http://{}", host.metrics_addr().expect("listening"));
 
     let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
+    let mut flaky_done = client
+        .subscribe("test.flaky-done")
+        .await
+        .expect("subscribe");
     let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
     client.flush().await.expect("flush");
     const N: usize = 7;
     const M: usize = 3;
+    const K: usize = 2;
     for i in 0..N {
         client
             .publish(format!("demo.echo.{i}"), "x".into())
@@ -74,29 +83,75 @@ async fn metrics_count_a_known_workload_per_plugin() {
             .await
             .expect("publish");
     }
+    for i in 0..K {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("fail-times", "1");
+        client
+            .publish_with_headers(format!("test.flaky.{i}"), headers, "f".into())
+            .await
+            .expect("publish");
+    }
+    client
+        .publish("hostile.loop", "spin".into())
+        .await
+        .expect("publish");
     collect(&mut echoed, N).await;
-    collect(&mut dlq, M).await;
-    // The counters are bumped before the messages leave: wait for the last.
-    wait_until("the dead letters counted", async || {
-        value(
-            &scrape(&base).await,
+    collect(&mut flaky_done, K).await;
+    collect(&mut dlq, M + 1).await;
+    // The counters are bumped before the messages leave, the in-flight gauge
+    // drops after the settle: wait for the last of them.
+    wait_until("the events settled", async || {
+        let s = scrape(&base).await;
+        let gone = ["echo", "reject", "flaky", "hostile-loop"]
+            .iter()
+            .all(|p| value(&s, "weir_events_in_flight", &[("plugin", p)]) == 0.0);
+        gone && value(
+            &s,
             "weir_events_dead_lettered_total",
-            &[("plugin", "reject")],
-        ) == M as f64
+            &[("plugin", "hostile-loop"), ("kind", "timeout")],
+        ) == 1.0
     })
     .await;
 
     let s = scrape(&base).await;
-    let echo = [("plugin", "echo")];
-    let reject = [("plugin", "reject")];
-    assert_eq!(value(&s, "weir_events_received_total", &echo), N as f64);
-    assert_eq!(value(&s, "weir_events_succeeded_total", &echo), N as f64);
-    assert_eq!(value(&s, "weir_attempts_failed_total", &echo), 0.0);
-    assert_eq!(value(&s, "weir_events_dead_lettered_total", &echo), 0.0);
-    assert_eq!(value(&s, "weir_events_received_total", &reject), M as f64);
-    assert_eq!(value(&s, "weir_events_succeeded_total", &reject), 0.0);
-    assert_eq!(value(&s, "weir_attempts_failed_total", &reject), M as f64);
-    assert_eq!(value(&s, "weir_events_retried_total", &reject), 0.0);
+    let v = |name: &str, plugin: &str| value(&s, name, &[("plugin", plugin)]);
+    let kind = |name: &str, plugin: &str, kind: &str| {
+        value(&s, name, &[("plugin", plugin), ("kind", kind)])
+    };
+    let failed = "weir_attempts_failed_total";
+    let dead = "weir_events_dead_lettered_total";
+    assert_eq!(v("weir_events_received_total", "echo"), N as f64);
+    assert_eq!(v("weir_events_succeeded_total", "echo"), N as f64);
+    assert_eq!(v("weir_outputs_published_total", "echo"), N as f64);
+    assert_eq!(v("weir_attempt_duration_seconds_count", "echo"), N as f64);
+    assert_eq!(v("weir_output_confirm_seconds_count", "echo"), N as f64);
+    for k in ["reject", "retry", "timeout", "trap", "memory"] {
+        assert_eq!(kind(failed, "echo", k), 0.0, "echo {k}");
+    }
+    assert_eq!(v("weir_events_received_total", "reject"), M as f64);
+    assert_eq!(v("weir_events_succeeded_total", "reject"), 0.0);
+    assert_eq!(kind(failed, "reject", "reject"), M as f64);
+    assert_eq!(kind(dead, "reject", "reject"), M as f64);
+    assert_eq!(v("weir_events_retried_total", "reject"), 0.0);
+    assert_eq!(v("weir_events_received_total", "flaky"), K as f64);
+    assert_eq!(v("weir_events_succeeded_total", "flaky"), K as f64);
+    assert_eq!(kind(failed, "flaky", "retry"), K as f64);
+    assert_eq!(v("weir_events_retried_total", "flaky"), K as f64);
+    assert_eq!(kind(dead, "flaky", "retry-exhausted"), 0.0);
+    assert_eq!(
+        v("weir_attempt_duration_seconds_count", "flaky"),
+        2.0 * K as f64
+    );
+    // hostile-loop: max_attempts = 2, both time out, then the dead letter.
+    assert_eq!(kind(failed, "hostile-loop", "timeout"), 2.0);
+    assert_eq!(v("weir_events_retried_total", "hostile-loop"), 1.0);
+    assert_eq!(kind(dead, "hostile-loop", "timeout"), 1.0);
+    assert_eq!(v("weir_events_succeeded_total", "hostile-loop"), 0.0);
+    for p in ["echo", "reject", "flaky", "hostile-loop"] {
+        assert_eq!(v("weir_events_queued", p), 0.0, "{p}");
+        assert_eq!(v("weir_instance_pool_exhausted_total", p), 0.0, "{p}");
+    }
+    assert_eq!(value(&s, "weir_sandbox_instance_slots", &[]), 200.0);
     assert_eq!(
         value(
             &s,
@@ -126,6 +181,62 @@ async fn metrics_count_a_known_workload_per_plugin() {
     );
 
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    host.stop().await.expect("clean stop");
+}
+
+/// A JetStream plugin's consumer lag is polled onto the scrape; a stream
+/// that vanishes makes `/readyz` 503 naming the plugin, and 200 once the
+/// stream is back and the plugin bound again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_is_scraped_and_a_missing_consumer_is_not_ready() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = || async_nats::jetstream::stream::Config {
+        name: "IN".into(),
+        subjects: vec!["in.>".into()],
+        ..Default::default()
+    };
+    js.create_stream(spec()).await.expect("stream IN");
+    let relay = jetstream_bundle("relay", dir.path(), "IN", "");
+    let mut config = host_config(&server, &[relay]);
+    config.telemetry.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.telemetry.lag_poll_ms = 100;
+    let host = Host::start(&config).await.expect("host starts");
+    let base = format!("http://{}", host.metrics_addr().expect("listening"));
+    let readyz = format!("{base}/readyz");
+    wait_until("lag polled", async || {
+        let s = scrape(&base).await;
+        s.samples.iter().any(|x| {
+            x.metric == "weir_consumer_pending"
+                && x.labels.get("plugin") == Some("relay")
+                && x.labels.get("stream") == Some("IN")
+                && x.labels
+                    .get("consumer")
+                    .is_some_and(|c| c.starts_with("weir-relay-"))
+        })
+    })
+    .await;
+    assert_eq!(get(&readyz).await.0, 200);
+
+    js.delete_stream("IN").await.expect("delete IN");
+    wait_until("readyz 503", async || get(&readyz).await.0 == 503).await;
+    let (_, body) = get(&readyz).await;
+    assert!(body.contains("plugin relay"), "{body}");
+    assert!(body.contains("IN"), "{body}");
+
+    js.create_stream(spec()).await.expect("stream IN again");
+    wait_until("readyz 200", async || get(&readyz).await.0 == 200).await;
+    // Events published now are relayed: the plugin is bound again.
+    let mut out = client.subscribe("out.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    js.publish("in.1", "x".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    collect(&mut out, 1).await;
     host.stop().await.expect("clean stop");
 }
 

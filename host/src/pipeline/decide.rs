@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{DeliveryMode, RetryPolicy};
 use crate::event::{Event, Failure, LogLine, Message};
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, Stats};
 
 use super::headers;
 
@@ -79,7 +79,12 @@ pub struct Attempt {
 /// Run one attempt of an admitted `event` and decide what follows (outputs
 /// get their message ids when they are published: [`stamp_outputs`]).
 pub async fn attempt(plugin: &Plugin, event: &Event) -> Attempt {
+    let started = std::time::Instant::now();
     let run = plugin.executor.run(event).await;
+    plugin.stats.attempt_seconds.observe(started.elapsed());
+    if run.no_slot {
+        Stats::bump(&plugin.stats.pool_exhausted);
+    }
     if let Ok(outputs) = &run.result {
         note_jetstream_reply(plugin, event, outputs);
     }

@@ -101,7 +101,10 @@ impl<D: Delivery> Held<D> {
                     biased;
                     Some(item) = self.back_rx.recv() => item,
                     item = inbound.recv() => match item {
-                        Some(item) => item,
+                        Some(item) => {
+                            Stats::drop_gauge(&self.plugin.stats.queued);
+                            item
+                        }
                         None => {
                             self.closed = true;
                             continue;
@@ -162,7 +165,10 @@ impl<D: Delivery> Held<D> {
                 }
                 Some(item) = self.back_rx.recv() => self.hold_or_shed(sink, item).await,
                 item = inbound.recv(), if !self.closed => match item {
-                    Some(item) => self.hold_or_shed(sink, item).await,
+                    Some(item) => {
+                        Stats::drop_gauge(&self.plugin.stats.queued);
+                        self.hold_or_shed(sink, item).await
+                    }
                     None => {
                         self.closed = true;
                         self.hand_back_all().await;

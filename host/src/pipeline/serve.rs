@@ -107,6 +107,7 @@ pub async fn serve<D: Delivery, S: Sink>(
         let unstored = unstored.clone();
         let back = held.returner();
         events.spawn(async move {
+            let _running = Stats::up(&plugin.stats.in_flight);
             let run = Run {
                 plugin: &plugin,
                 sink: sink.as_ref(),
@@ -261,7 +262,9 @@ impl<S: Sink> Run<'_, S> {
         loop {
             let outcome = attempt(plugin, event).await.outcome;
             if self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers) {
-                Stats::bump(&plugin.stats.failed_attempts);
+                if let Outcome::Retry { failure, .. } | Outcome::DeadLetter(failure) = &outcome {
+                    plugin.stats.attempt_failed(failure.kind);
+                }
                 return Ending::Hold;
             }
             match outcome {
@@ -289,7 +292,7 @@ impl<S: Sink> Run<'_, S> {
                     event.attempt += 1;
                 }
                 Outcome::DeadLetter(failure) => {
-                    Stats::bump(&plugin.stats.failed_attempts);
+                    plugin.stats.attempt_failed(failure.kind);
                     return Ending::Failed(failure);
                 }
             }
@@ -342,8 +345,13 @@ async fn publish<S: Sink>(
 ) -> Ending {
     stamp_outputs(event, &mut outputs);
     let count = outputs.len();
+    let started = std::time::Instant::now();
     match super::republish::publish_until_taken(plugin, sink, outputs, confirm, stop).await {
         Ok(()) => {
+            if count > 0 {
+                plugin.stats.confirm_seconds.observe(started.elapsed());
+            }
+            Stats::add(&plugin.stats.outputs_published, count as u64);
             Stats::bump(&plugin.stats.succeeded);
             tracing::debug!(
                 plugin = plugin.name(), event = %event.id, subject = %event.subject,
@@ -375,7 +383,7 @@ async fn publish<S: Sink>(
 /// Count and log an attempt that will be retried after `delay`: one line at
 /// info, naming the plugin, the event, the attempt, the kind and what follows.
 fn note_retry(plugin: &Plugin, event: &Event, delay: Duration, failure: &Failure) {
-    Stats::bump(&plugin.stats.failed_attempts);
+    plugin.stats.attempt_failed(failure.kind);
     Stats::bump(&plugin.stats.retried);
     tracing::info!(
         plugin = plugin.name(), event = %event.id, subject = %event.subject,
@@ -439,7 +447,7 @@ pub(crate) async fn dead_letter<S: Sink>(
         .await
     {
         Ok(()) => {
-            Stats::bump(&plugin.stats.dead_lettered);
+            plugin.stats.dead_lettered(failure.kind);
             tracing::warn!(
                 plugin = plugin.name(), event = %event.id, subject = %event.subject,
                 attempt = event.attempt, kind = failure.kind.dead_letter_kind(),

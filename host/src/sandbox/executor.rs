@@ -22,6 +22,9 @@ pub struct RunOutput {
     pub result: Result<Vec<Message>, Failure>,
     /// Log lines, when the executor was built to capture them.
     pub logs: Vec<LogLine>,
+    /// The attempt found no free instance slot in the pool
+    /// (`sandbox.max_instances` instances alive already).
+    pub no_slot: bool,
 }
 
 /// A handler compiled into the host, run through the same output checks as a
@@ -100,6 +103,14 @@ impl Executor {
     }
 
     /// Run one attempt of `event`.
+    /// Idle instances kept for the next events (`isolation = "reuse"`).
+    pub fn warm_instances(&self) -> usize {
+        match &self.inner {
+            Inner::Wasm(w) => w.warm.lock().map_or(0, |pool| pool.len()),
+            Inner::Native { .. } => 0,
+        }
+    }
+
     pub async fn run(&self, event: &Event) -> RunOutput {
         match &self.inner {
             Inner::Wasm(w) => w.run(event).await,
@@ -112,6 +123,7 @@ impl Executor {
                 RunOutput {
                     result,
                     logs: Vec::new(),
+                    no_slot: false,
                 }
             }
         }
@@ -164,10 +176,11 @@ impl WasmExecutor {
         };
         let mut warm = match warm {
             Ok(warm) => warm,
-            Err(failure) => {
+            Err((failure, no_slot)) => {
                 return RunOutput {
                     result: Err(failure),
                     logs: Vec::new(),
+                    no_slot,
                 };
             }
         };
@@ -204,7 +217,11 @@ impl WasmExecutor {
         {
             self.put_warm(warm);
         }
-        RunOutput { result, logs }
+        RunOutput {
+            result,
+            logs,
+            no_slot: false,
+        }
     }
 
     fn finish(
@@ -267,7 +284,8 @@ impl WasmExecutor {
         Failure::new(FailureKind::Trap, message)
     }
 
-    async fn instantiate(&self) -> Result<Warm, Failure> {
+    /// A new instance, or why not and whether it was for want of a pool slot.
+    async fn instantiate(&self) -> Result<Warm, (Failure, bool)> {
         let mut store = Store::new(&self.engine, State::new(self.shared.clone()));
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick the guest yields to the tokio scheduler, so a guest
@@ -316,13 +334,19 @@ impl WasmExecutor {
                 served: 0,
             }),
             Ok(Err(error)) => {
+                let no_slot = error
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some();
                 let failure = self.classify(error, store.data());
-                Err(Failure::new(
-                    failure.kind,
-                    format!("cannot instantiate: {}", failure.message),
+                Err((
+                    Failure::new(
+                        failure.kind,
+                        format!("cannot instantiate: {}", failure.message),
+                    ),
+                    no_slot,
                 ))
             }
-            Err(_elapsed) => Err(self.timed_out()),
+            Err(_elapsed) => Err((self.timed_out(), false)),
         }
     }
 

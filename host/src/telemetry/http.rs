@@ -1,12 +1,13 @@
 //! The telemetry HTTP endpoint (`[telemetry] listen`, `weir up --metrics`):
 //! `GET /metrics` (Prometheus text, or OpenMetrics when the scraper asks for
 //! it), `GET /healthz` (200 while the process serves) and `GET /readyz` (200
-//! only once start-up finished and NATS is connected; else 503 with a JSON
-//! body naming what is not ready).
+//! only once start-up finished, NATS is connected and every plugin's
+//! JetStream consumer exists; else 503 with a JSON body naming what is not
+//! ready).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -18,25 +19,18 @@ use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use super::lag::LagBoard;
 use super::metrics::Connection;
 
-/// What the endpoint serves; the host fills it in as it starts.
-#[derive(Debug)]
+/// What the endpoint serves; the host sets each part once as it starts.
+#[derive(Debug, Default)]
 pub struct Served {
     /// Set once start-up finished (every plugin subscribed).
     pub started: AtomicBool,
-    pub registry: std::sync::RwLock<Option<Registry>>,
-    pub connection: std::sync::RwLock<Option<Arc<dyn Connection>>>,
-}
-
-impl Default for Served {
-    fn default() -> Self {
-        Self {
-            started: AtomicBool::new(false),
-            registry: std::sync::RwLock::new(None),
-            connection: std::sync::RwLock::new(None),
-        }
-    }
+    pub registry: OnceLock<Registry>,
+    pub connection: OnceLock<Arc<dyn Connection>>,
+    /// The JetStream consumers' state, when the host polls it.
+    pub lag: OnceLock<Arc<LagBoard>>,
 }
 
 /// Bind `addr` (a failure names `telemetry.listen`) and serve until `stop`.
@@ -69,11 +63,7 @@ async fn metrics(State(served): State<Arc<Served>>, headers: HeaderMap) -> Respo
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let guard = match served.registry.read() {
-        Ok(guard) => guard,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    let Some(registry) = guard.as_ref() else {
+    let Some(registry) = served.registry.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "start-up not finished\n").into_response();
     };
     let mut body = String::new();
@@ -103,15 +93,13 @@ async fn readyz(State(served): State<Arc<Served>>) -> Response {
     if !served.started.load(Ordering::Acquire) {
         not_ready.push("start-up not finished".to_owned());
     }
-    let connected = served
-        .connection
-        .read()
-        .ok()
-        .and_then(|c| c.as_ref().map(|c| c.connected()));
-    match connected {
+    match served.connection.get().map(|c| c.connected()) {
         Some(true) => {}
         Some(false) => not_ready.push("NATS disconnected (reconnecting)".to_owned()),
         None => not_ready.push("NATS not connected yet".to_owned()),
+    }
+    if let Some(lag) = served.lag.get() {
+        not_ready.extend(lag.missing());
     }
     let status = if not_ready.is_empty() {
         StatusCode::OK

@@ -2,8 +2,9 @@
 //! [`Stats`] (one relaxed atomic add per fact, no lock on the event path);
 //! [`HostCollector`] reads those atomics at scrape time and encodes them
 //! through prometheus-client, so nothing is counted twice. It also shows the
-//! NATS connection ([`Connection`], implemented by the transport) and
-//! `weir_build_info` / `weir_plugin_info`.
+//! NATS connection ([`Connection`], implemented by the transport), the
+//! sandbox's instance pool, JetStream consumer lag ([`LagBoard`], written by
+//! the transport's poller) and `weir_build_info` / `weir_plugin_info`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,6 +16,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use super::lag::LagBoard;
+use crate::event::FailureKind;
 use crate::plugin::{Plugin, Stats};
 
 /// What the metrics and `/readyz` read of the NATS connection.
@@ -26,30 +29,61 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// One plugin as the metrics show it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginView {
     pub name: String,
     pub version: String,
     pub sha256: String,
-    pub stats: Arc<Stats>,
+    pub plugin: Arc<Plugin>,
+}
+
+impl std::fmt::Debug for PluginView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginView")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl PluginView {
-    pub fn of(plugin: &Plugin) -> Self {
+    pub fn of(plugin: &Arc<Plugin>) -> Self {
         Self {
             name: plugin.name().to_owned(),
             version: plugin.manifest.version.to_string(),
             sha256: plugin.sha256.clone(),
-            stats: plugin.stats.clone(),
+            plugin: plugin.clone(),
         }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.plugin.stats
     }
 }
 
-/// Reads every plugin's counters and the connection at each scrape.
+/// The sandbox's instance pool, host-wide.
+#[derive(Clone)]
+pub struct SandboxView {
+    pub engine: wasmtime::Engine,
+    /// `sandbox.max_instances`: component instances alive at once.
+    pub slots: u32,
+}
+
+impl std::fmt::Debug for SandboxView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxView")
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+/// Reads every plugin's counters, the connection, the pool and the consumer
+/// lag at each scrape.
 #[derive(Debug)]
 pub struct HostCollector {
     pub plugins: Vec<PluginView>,
     pub connection: Arc<dyn Connection>,
+    pub sandbox: Option<SandboxView>,
+    pub lag: Arc<LagBoard>,
 }
 
 /// Counters per plugin: (name without `_total`, help, which atomic).
@@ -69,22 +103,29 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         |s| &s.succeeded,
     ),
     (
-        "weir_attempts_failed",
-        "Handler attempts that failed (retried or not).",
-        |s| &s.failed_attempts,
-    ),
-    (
         "weir_events_retried",
         "Failed attempts to be tried again after the backoff.",
         |s| &s.retried,
     ),
-    ("weir_events_dead_lettered", "Dead letters stored.", |s| {
-        &s.dead_lettered
-    }),
     (
         "weir_dead_letters_unstored",
         "Dead letters that could not be stored.",
         |s| &s.dead_letters_unstored,
+    ),
+    (
+        "weir_outputs_published",
+        "Messages published for finished events.",
+        |s| &s.outputs_published,
+    ),
+    (
+        "weir_outputs_retried",
+        "Outputs published again because the server could not take them yet.",
+        |s| &s.outputs_retried,
+    ),
+    (
+        "weir_instance_pool_exhausted",
+        "Attempts that found no free instance slot (sandbox.max_instances).",
+        |s| &s.pool_exhausted,
     ),
     (
         "weir_outputs_unconfirmed",
@@ -119,25 +160,22 @@ impl Collector for HostCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &self.plugins {
                 let labels = [("plugin", p.name.as_str())];
-                ConstCounter::new(Stats::get(pick(&p.stats)))
+                ConstCounter::new(Stats::get(pick(p.stats())))
                     .encode(metric.encode_family(&labels)?)?;
             }
         }
-        let mut shed = encoder.encode_descriptor(
-            "weir_events_shed",
-            "Core events dropped unstarted, by reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for p in &self.plugins {
-            for (reason, n) in [
-                ("queue-full", Stats::get(&p.stats.shed)),
-                ("circuit-open", Stats::get(&p.stats.shed_circuit_open)),
-            ] {
-                let labels = [("plugin", p.name.as_str()), ("reason", reason)];
-                ConstCounter::new(n).encode(shed.encode_family(&labels)?)?;
+        self.encode_kinds(&mut encoder)?;
+        self.encode_shed(&mut encoder)?;
+        self.encode_gauges(&mut encoder)?;
+        for (name, help, pick) in HISTOGRAMS {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for p in &self.plugins {
+                let labels = [("plugin", p.name.as_str())];
+                pick(p.stats()).0.encode(metric.encode_family(&labels)?)?;
             }
         }
+        self.encode_lag(&mut encoder)?;
+        self.encode_sandbox(&mut encoder)?;
         let mut info = encoder.encode_descriptor(
             "weir_plugin",
             "A loaded plugin: its version and wasm SHA-256.",
@@ -164,6 +202,162 @@ impl Collector for HostCollector {
             "Connections to NATS made after the first.",
             None,
             MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Histograms per plugin: (name, help, which one).
+type PickHistogram = fn(&Stats) -> &crate::stats::Seconds;
+const HISTOGRAMS: &[(&str, &str, PickHistogram)] = &[
+    (
+        "weir_attempt_duration_seconds",
+        "Handler attempts' duration, instantiation included.",
+        |s| &s.attempt_seconds,
+    ),
+    (
+        "weir_output_confirm_seconds",
+        "Publishing a finished event's outputs until the server had them.",
+        |s| &s.confirm_seconds,
+    ),
+];
+
+impl HostCollector {
+    /// Failed attempts by kind, and dead letters by the kind they carry
+    /// (`Weir-Error-Kind`: `retry-exhausted` for a retry that ran out).
+    fn encode_kinds(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut failed = encoder.encode_descriptor(
+            "weir_attempts_failed",
+            "Handler attempts that failed (retried or not), by failure kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.plugins {
+            for kind in FailureKind::ALL {
+                let labels = [("plugin", p.name.as_str()), ("kind", kind.as_str())];
+                ConstCounter::new(p.stats().failed_by_kind.get(kind))
+                    .encode(failed.encode_family(&labels)?)?;
+            }
+        }
+        let mut dead = encoder.encode_descriptor(
+            "weir_events_dead_lettered",
+            "Dead letters stored, by the kind of the event's last failure.",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.plugins {
+            for kind in FailureKind::ALL {
+                let labels = [
+                    ("plugin", p.name.as_str()),
+                    ("kind", kind.dead_letter_kind()),
+                ];
+                ConstCounter::new(p.stats().dead_lettered_by_kind.get(kind))
+                    .encode(dead.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_shed(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut shed = encoder.encode_descriptor(
+            "weir_events_shed",
+            "Core events dropped unstarted, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.plugins {
+            for (reason, n) in [
+                ("queue-full", Stats::get(&p.stats().shed)),
+                ("circuit-open", Stats::get(&p.stats().shed_circuit_open)),
+            ] {
+                let labels = [("plugin", p.name.as_str()), ("reason", reason)];
+                ConstCounter::new(n).encode(shed.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_gauges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Read = fn(&PluginView) -> u64;
+        let gauges: [(&str, &str, Read); 3] = [
+            (
+                "weir_events_in_flight",
+                "Events running: from taking a max_in_flight slot to being settled.",
+                |p| Stats::level(&p.stats().in_flight),
+            ),
+            (
+                "weir_events_queued",
+                "Events taken from NATS waiting in the plugin's queue.",
+                |p| Stats::level(&p.stats().queued),
+            ),
+            (
+                "weir_instances_warm",
+                "Idle instances kept for the next events (isolation = \"reuse\").",
+                |p| p.plugin.executor.warm_instances() as u64,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for p in &self.plugins {
+                let labels = [("plugin", p.name.as_str())];
+                ConstGauge::new(read(p) as i64).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// JetStream consumer lag as last polled: the consumers the server
+    /// answered for (a missing one has no series; `/readyz` names it).
+    fn encode_lag(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = self.lag.samples();
+        type Pick = fn((u64, u64)) -> u64;
+        let figures: [(&str, &str, Pick); 2] = [
+            (
+                "weir_consumer_pending",
+                "Messages of the stream not yet delivered to the consumer (num_pending).",
+                |(pending, _)| pending,
+            ),
+            (
+                "weir_consumer_ack_pending",
+                "Messages delivered and not yet acknowledged (num_ack_pending).",
+                |(_, ack_pending)| ack_pending,
+            ),
+        ];
+        for (name, help, pick) in figures {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &samples {
+                let Some(last) = s.last else { continue };
+                let labels = [
+                    ("plugin", s.plugin.as_str()),
+                    ("stream", s.stream.as_str()),
+                    ("consumer", s.consumer.as_str()),
+                ];
+                ConstGauge::new(pick(last) as i64).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pooling allocator's view: component instances alive of the slots.
+    fn encode_sandbox(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(());
+        };
+        let alive = sandbox
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.component_instances());
+        ConstGauge::new(alive as i64).encode(encoder.encode_descriptor(
+            "weir_sandbox_instances",
+            "Component instances alive in the pool, all plugins together.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(i64::from(sandbox.slots)).encode(encoder.encode_descriptor(
+            "weir_sandbox_instance_slots",
+            "Instances the pool holds at most (sandbox.max_instances).",
+            None,
+            MetricType::Gauge,
         )?)?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! `[telemetry]` in weir.toml ([`crate::config::TelemetryConfig`]).
 
 pub mod http;
+pub mod lag;
 pub mod logs;
 pub mod metrics;
 

@@ -66,8 +66,7 @@ pub async fn read(
         };
         let Some(msg) = msg else { return };
         Stats::bump(&feed.stats.received);
-        if let Err(mpsc::error::TrySendError::Full(item)) = feed.queue.try_send(inbound(msg, &ids))
-        {
+        if let Err(mpsc::error::TrySendError::Full(item)) = feed.try_queue(inbound(msg, &ids)) {
             Stats::bump(&feed.stats.shed);
             if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                 last_warning = Some(Instant::now());
@@ -85,7 +84,7 @@ pub async fn read(
     }
     while let Some(msg) = subscriber.next().await {
         Stats::bump(&feed.stats.received);
-        if feed.queue.send(inbound(msg, &ids)).await.is_err() {
+        if feed.queue(inbound(msg, &ids)).await.is_err() {
             return;
         }
     }

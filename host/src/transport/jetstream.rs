@@ -425,6 +425,8 @@ async fn pull_until_stopped(
                     };
                     match room {
                         Some(room) => {
+                            // Up before the send: the pipeline takes it down.
+                            Stats::bump_gauge(&feed.stats.queued);
                             room.send(inbound);
                             last_arrival = Instant::now();
                         }

@@ -7,6 +7,7 @@ pub mod circuit;
 mod connection;
 pub mod core;
 pub mod jetstream;
+pub mod lag;
 pub mod server;
 mod sink;
 mod streams;
@@ -187,6 +188,39 @@ pub struct Feed {
     pub plugin: Arc<str>,
     pub stats: Arc<Stats>,
     pub queue: mpsc::Sender<Inbound<NatsDelivery>>,
+}
+
+impl Feed {
+    /// Queue an event for the pipeline now, or give it back when the queue
+    /// is full. Queued events are counted (`queued`) until the pipeline takes
+    /// them. The item comes back by value in the error, as tokio's
+    /// `try_send` gives it (boxing would allocate per event).
+    #[allow(clippy::result_large_err)]
+    pub fn try_queue(
+        &self,
+        item: Inbound<NatsDelivery>,
+    ) -> Result<(), mpsc::error::TrySendError<Inbound<NatsDelivery>>> {
+        Stats::bump_gauge(&self.stats.queued);
+        let sent = self.queue.try_send(item);
+        if sent.is_err() {
+            Stats::drop_gauge(&self.stats.queued);
+        }
+        sent
+    }
+
+    /// Queue an event for the pipeline, waiting for room.
+    #[allow(clippy::result_large_err)]
+    pub async fn queue(
+        &self,
+        item: Inbound<NatsDelivery>,
+    ) -> Result<(), mpsc::error::SendError<Inbound<NatsDelivery>>> {
+        Stats::bump_gauge(&self.stats.queued);
+        let sent = self.queue.send(item).await;
+        if sent.is_err() {
+            Stats::drop_gauge(&self.stats.queued);
+        }
+        sent
+    }
 }
 
 /// How an event read from NATS is settled.
