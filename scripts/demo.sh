@@ -4,7 +4,8 @@
 # nats-server with JetStream), and keep events flowing through it:
 # orders into enrich-order, requests into echo, and now and then a bad order
 # that lands in the dead-letter queue. Ctrl-C stops everything gracefully.
-# DEMO_SECONDS=N stops after N seconds.
+# Every 10 orders, and at the end, it prints what the host's /metrics says
+# (127.0.0.1:9464, set in ./weir.toml). DEMO_SECONDS=N stops after N seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,20 @@ pids+=($!)
 "$weir" sub 'weir.dlq.>' &
 pids+=($!)
 
+# The host's own counts, from its /metrics endpoint (bash's /dev/tcp: no curl
+# needed): events succeeded and dead-lettered per plugin and kind, consumer lag.
+scrape() {
+  local body
+  exec 3<>/dev/tcp/127.0.0.1/9464 || return 0
+  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  body=$(cat <&3)
+  exec 3<&-
+  echo "demo: /metrics says:"
+  grep -E '^weir_(events_(received|succeeded)_total|events_dead_lettered_total\{.*\} [1-9]|attempts_failed_total\{.*\} [1-9]|consumer_pending)' <<<"$body" |
+    sed 's/^/  /' || true
+}
+trap 'scrape; exit 0' INT TERM
+
 start=$(date +%s)
 n=0
 while :; do
@@ -52,5 +67,7 @@ while :; do
   fi
   "$weir" pub --request "demo.echo.$n" "echo $n"
   sleep 1
+  if (( n % 10 == 0 )); then scrape; fi
   if [ -n "${DEMO_SECONDS:-}" ] && (( $(date +%s) - start >= DEMO_SECONDS )); then break; fi
 done
+scrape

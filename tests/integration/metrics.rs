@@ -180,6 +180,31 @@ async fn metrics_count_a_known_workload_per_plugin() {
             .all(|x| x.labels.values().all(|v| !v.starts_with("demo.echo.")))
     );
 
+    // Every metric the Grafana dashboard queries is one weir serves.
+    let dashboard = std::fs::read_to_string(repo_root().join("deploy/grafana/weir-dashboard.json"))
+        .expect("deploy/grafana/weir-dashboard.json");
+    let served: std::collections::HashSet<&str> = s.docs.keys().map(String::as_str).collect();
+    let mut queried = 0;
+    for at in dashboard.match_indices("weir_").map(|(i, _)| i) {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if name == "weir_" || name.starts_with("weir_overview") {
+            continue;
+        }
+        let family = ["_bucket", "_total", "_info"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            served.contains(family) || served.contains(name.as_str()),
+            "the dashboard queries {name}, which weir does not serve"
+        );
+        queried += 1;
+    }
+    assert!(queried > 10, "the dashboard's queries were not found");
+
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     host.stop().await.expect("clean stop");
 }
