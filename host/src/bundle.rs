@@ -22,13 +22,21 @@ pub struct Bundle {
     pub sha256: [u8; 32],
 }
 
+/// Only the bundle's `plugin.toml`, parsed and checked (its wasm is neither
+/// read nor hashed): for commands that need a plugin's name and
+/// subscriptions, not its code.
+pub fn read_manifest(dir: &Path, max_memory_mb: u32) -> Result<Manifest, ConfigError> {
+    let manifest_path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| ConfigError::new(&manifest_path, None, format!("cannot read: {e}")))?;
+    Manifest::parse(&manifest_path, &text, max_memory_mb)
+}
+
 impl Bundle {
     /// Read the bundle in `dir`. `max_memory_mb` is the host's cap on `memory_mb`.
     pub fn load(dir: &Path, max_memory_mb: u32) -> Result<Self, ConfigError> {
         let manifest_path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| ConfigError::new(&manifest_path, None, format!("cannot read: {e}")))?;
-        let manifest = Manifest::parse(&manifest_path, &text, max_memory_mb)?;
+        let manifest = read_manifest(dir, max_memory_mb)?;
         let wasm_path = dir.join(&manifest.wasm);
         let wasm = std::fs::read(&wasm_path).map_err(|e| {
             ConfigError::new(

@@ -216,12 +216,22 @@ fn operators_pause_and_resume_a_plugin_by_hand() {
     // The dependency is up: every event relays.
     let outage = outage_bundle(dir.path(), SystemTime::UNIX_EPOCH, false);
     let echo = bundle("echo");
+    // A broken bundle beside them (its wasm is missing): `weir up` refuses
+    // it, and it must not keep an operator from pausing the others.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("mkdir");
+    std::fs::write(
+        broken.join("plugin.toml"),
+        "name = \"broken\"\nversion = \"0.1.0\"\nwasm = \"missing.wasm\"\n[[subscribe]]\nsubject = \"broken.>\"\n",
+    )
+    .expect("write manifest");
     let config = dir.path().join("weir.toml");
     let config_text = format!(
-        "[nats]\nurl = \"{}\"\n[plugins]\ndirs = []\nbundles = [\"{}\", \"{}\"]\n[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
+        "[nats]\nurl = \"{}\"\n[plugins]\ndirs = []\nbundles = [\"{}\", \"{}\", \"{}\"]\n[sandbox]\ncache_dir = \"{}/weir-cache\"\n",
         server.url(),
         outage.display(),
         echo.display(),
+        broken.display(),
         env!("CARGO_TARGET_TMPDIR")
     );
     std::fs::write(&config, config_text).expect("write config");

@@ -46,14 +46,22 @@ pub struct StatusArgs {
 }
 
 /// The JetStream consumers of `plugin`, from its bundle among the config's
-/// plugins; `None` when no bundle of that name is there.
+/// plugins; `None` when no bundle of that name is there. Only manifests are
+/// read, and one that cannot be read is skipped with a warning: during an
+/// incident a broken bundle elsewhere must not block a pause.
 fn consumers_of(config: &HostConfig, plugin: &str) -> anyhow::Result<Option<Vec<ConsumerSpec>>> {
     let mut folders = config.plugins.bundles.clone();
     for dir in &config.plugins.dirs {
         folders.extend(crate::bundle::discover(dir)?);
     }
     for folder in folders {
-        let manifest = crate::bundle::Bundle::load(&folder, config.sandbox.max_memory_mb)?.manifest;
+        let manifest = match crate::bundle::read_manifest(&folder, config.sandbox.max_memory_mb) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", folder.display());
+                continue;
+            }
+        };
         if manifest.name != plugin {
             continue;
         }

@@ -71,29 +71,18 @@ pub async fn set_paused(consumers: &Consumers, until: Option<SystemTime>) -> any
         return Ok(());
     };
     for spec in &consumers.specs {
-        let subject = format!("CONSUMER.PAUSE.{}.{}", spec.stream, spec.durable());
-        let body = match until {
-            Some(until) => serde_json::json!({ "pause_until": rfc3339(until) }),
-            None => serde_json::json!({}),
-        };
-        let answer: serde_json::Value = js.request(subject, &body).await.with_context(|| {
-            format!(
-                "cannot pause consumer {} of stream {}",
-                spec.durable(),
-                spec.stream
-            )
-        })?;
-        if let Some(error) = answer.get("error") {
-            anyhow::bail!(
-                "the server refused to pause consumer {} of stream {}: {}",
-                spec.durable(),
-                spec.stream,
-                error
-                    .get("description")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or("no description")
-            );
+        let (stream, durable) = (spec.stream.as_str(), spec.durable());
+        let doing = if until.is_some() { "pause" } else { "resume" };
+        let named = || format!("cannot {doing} consumer {durable} of stream {stream}");
+        let handle = js.get_stream_no_info(stream).await.with_context(named)?;
+        match until {
+            Some(until) => handle
+                .pause_consumer(durable, async_nats::datetime::DateTime::from(until))
+                .await
+                .map(drop),
+            None => handle.resume_consumer(durable).await.map(drop),
         }
+        .with_context(named)?;
     }
     Ok(())
 }
