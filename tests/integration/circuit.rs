@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use futures::StreamExt as _;
 use weir_host::host::Host;
+use weir_host::pipeline::circuit::State;
 use weir_host::plugin::Stats;
 
 use crate::support::*;
@@ -391,4 +392,54 @@ fn operators_pause_and_resume_a_plugin_by_hand() {
     }
     let (status, log) = host.stop();
     assert!(status.success(), "{log}");
+}
+
+/// A pause made from outside weir (`nats consumer pause`, here async-nats'
+/// own call) reaches the running host through the consumer's pause advisory:
+/// its circuit opens; the outside resume makes it half-open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_made_on_the_server_by_another_client_opens_the_circuit() {
+    let server = NatsServer::start();
+    let client = setup(&server).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outage = outage_bundle(dir.path(), SystemTime::UNIX_EPOCH, true);
+    let host = Host::start(&host_config(&server, &[outage]))
+        .await
+        .expect("host starts");
+    let plugin = host.plugins()[0].clone();
+    let durable = consumer_info(&client, "DEP_IN").await.name;
+    let stream = jetstream::new(client.clone())
+        .get_stream("DEP_IN")
+        .await
+        .expect("DEP_IN");
+    let now = || tokio::time::Instant::now();
+    let until = SystemTime::now() + Duration::from_secs(3600);
+    stream
+        .pause_consumer(&durable, async_nats::datetime::DateTime::from(until))
+        .await
+        .expect("paused from outside");
+    let deadline = now() + PATIENCE;
+    while !matches!(plugin.circuit.state(now()), State::Open { .. }) {
+        assert!(now() < deadline, "the host never heard of the pause");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let State::Open { remaining, .. } = plugin.circuit.state(now()) else {
+        unreachable!()
+    };
+    assert!(remaining > Duration::from_secs(3000), "{remaining:?}");
+
+    stream
+        .resume_consumer(&durable)
+        .await
+        .expect("resumed from outside");
+    let deadline = now() + PATIENCE;
+    while !matches!(plugin.circuit.state(now()), State::HalfOpen { .. }) {
+        assert!(
+            now() < deadline,
+            "the host never heard of the resume: {:?}",
+            plugin.circuit.state(now())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.stop().await.expect("clean stop");
 }

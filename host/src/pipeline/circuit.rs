@@ -355,8 +355,11 @@ impl Circuit {
                 let (attempts, failures) = totals(&inner);
                 State::Closed { failures, attempts }
             }
+            // Past its cool-down, an open circuit lets the next event through
+            // as a probe: half-open, whether or not an event came yet.
+            Mode::Open { until, .. } if until <= now => State::HalfOpen { probes_out: 0 },
             Mode::Open { until, cause, .. } => State::Open {
-                remaining: until.saturating_duration_since(now),
+                remaining: until - now,
                 cause,
             },
             Mode::HalfOpen { out, .. } => State::HalfOpen { probes_out: out },

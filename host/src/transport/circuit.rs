@@ -96,8 +96,10 @@ pub struct Follower {
     pause_on_server: bool,
     host_id: String,
     control: async_nats::Subscriber,
-    /// Only for a plugin with JetStream consumers.
-    advisories: Option<async_nats::Subscriber>,
+    /// The pause advisories of the plugin's own consumers (one subscription
+    /// each, so N plugins do not each receive every advisory of the
+    /// account); `None` for a plugin without JetStream consumers.
+    advisories: Option<Advisories>,
 }
 
 impl Follower {
@@ -116,15 +118,21 @@ impl Follower {
             .await
             .context("cannot subscribe to the circuit's control subject")?;
         let has_consumers = !consumers.specs.is_empty();
-        let advisories = match has_consumers {
-            true => Some(
-                client
-                    .subscribe("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.>")
-                    .await
-                    .context("cannot subscribe to consumer pause advisories")?,
-            ),
-            false => None,
-        };
+        let mut subscribed = Vec::new();
+        for spec in &consumers.specs {
+            let subject = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.PAUSE.{}.{}",
+                spec.stream,
+                spec.durable()
+            );
+            subscribed.push(client.subscribe(subject).await.with_context(|| {
+                format!(
+                    "cannot subscribe to the pause advisories of consumer {}",
+                    spec.durable()
+                )
+            })?);
+        }
+        let advisories = has_consumers.then(|| futures::stream::select_all(subscribed));
         if !features.consumer_pause() && has_consumers && plugin.manifest.circuit.is_some() {
             tracing::warn!(
                 plugin = %name, version = %features.version,
@@ -200,9 +208,10 @@ impl Follower {
     }
 }
 
-async fn next_advisory(
-    advisories: &mut Option<async_nats::Subscriber>,
-) -> Option<async_nats::Message> {
+/// Several subscriptions read as one.
+type Advisories = futures::stream::SelectAll<async_nats::Subscriber>;
+
+async fn next_advisory(advisories: &mut Option<Advisories>) -> Option<async_nats::Message> {
     match advisories {
         Some(sub) => sub.next().await,
         None => std::future::pending().await,
