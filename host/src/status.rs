@@ -29,15 +29,14 @@ pub struct HostStatus {
 pub struct PluginStatus {
     pub name: String,
     pub version: String,
-    /// `closed`, `open` or `half-open`.
-    pub circuit: String,
+    pub circuit: CircuitState,
     /// Open: how long until probes go out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_remaining_ms: Option<u64>,
     /// Open: `failures` (this host's attempts) or `elsewhere` (another host,
     /// an operator, a consumer pause on the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub circuit_cause: Option<String>,
+    pub circuit_cause: Option<OpenCause>,
     /// Whether `[circuit]` lets it trip by itself.
     pub circuit_configured: bool,
     pub received: u64,
@@ -50,6 +49,35 @@ pub struct PluginStatus {
     pub circuit_opened: u64,
 }
 
+/// A circuit as `weir status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// Why a circuit is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpenCause {
+    /// This host's attempts tripped it.
+    Failures,
+    /// Another host, an operator, or a consumer pause on the server.
+    Elsewhere,
+}
+
 /// What this host says about `plugins` now.
 pub fn report(host: &str, plugins: &[Arc<Plugin>]) -> HostStatus {
     let now = tokio::time::Instant::now();
@@ -57,14 +85,14 @@ pub fn report(host: &str, plugins: &[Arc<Plugin>]) -> HostStatus {
         .iter()
         .map(|p| {
             let (circuit, remaining, cause) = match p.circuit.state(now) {
-                State::Closed { .. } => ("closed", None, None),
-                State::HalfOpen { .. } => ("half-open", None, None),
+                State::Closed { .. } => (CircuitState::Closed, None, None),
+                State::HalfOpen { .. } => (CircuitState::HalfOpen, None, None),
                 State::Open { remaining, cause } => (
-                    "open",
+                    CircuitState::Open,
                     Some(remaining.as_millis() as u64),
                     Some(match cause {
-                        Cause::Failures => "failures",
-                        Cause::Elsewhere => "elsewhere",
+                        Cause::Failures => OpenCause::Failures,
+                        Cause::Elsewhere => OpenCause::Elsewhere,
                     }),
                 ),
             };
@@ -72,9 +100,9 @@ pub fn report(host: &str, plugins: &[Arc<Plugin>]) -> HostStatus {
             PluginStatus {
                 name: p.name().to_owned(),
                 version: p.manifest.version.clone(),
-                circuit: circuit.into(),
+                circuit,
                 circuit_remaining_ms: remaining,
-                circuit_cause: cause.map(str::to_owned),
+                circuit_cause: cause,
                 circuit_configured: p.manifest.circuit.is_some(),
                 received: Stats::get(&s.received),
                 succeeded: Stats::get(&s.succeeded),

@@ -182,12 +182,12 @@ pub async fn status(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     )?;
     for host in &hosts {
         for p in &host.plugins {
-            let circuit = match (p.circuit.as_str(), p.circuit_remaining_ms) {
-                ("open", Some(ms)) => format!(
+            let circuit = match (p.circuit, p.circuit_remaining_ms) {
+                (crate::status::CircuitState::Open, Some(ms)) => format!(
                     "open {}",
                     humantime::format_duration(Duration::from_secs(ms.div_ceil(1000)))
                 ),
-                (state, _) => state.to_owned(),
+                (state, _) => state.as_str().to_owned(),
             };
             writeln!(
                 out,

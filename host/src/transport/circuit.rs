@@ -30,8 +30,7 @@ pub fn control_subject(plugin: &str) -> String {
 /// One message on [`control_subject`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Control {
-    /// `open` or `closed`.
-    pub state: String,
+    pub state: ControlState,
     /// When an open circuit half-opens (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
@@ -39,10 +38,18 @@ pub struct Control {
     pub by: String,
 }
 
+/// What a control message says of the circuit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlState {
+    Open,
+    Closed,
+}
+
 impl Control {
     pub fn open(until: SystemTime, by: &str) -> Self {
         Self {
-            state: "open".into(),
+            state: ControlState::Open,
             until: Some(rfc3339(until)),
             by: by.into(),
         }
@@ -50,7 +57,7 @@ impl Control {
 
     pub fn closed(by: &str) -> Self {
         Self {
-            state: "closed".into(),
+            state: ControlState::Closed,
             until: None,
             by: by.into(),
         }
@@ -263,23 +270,18 @@ async fn pass_on(
 
 /// Another host or an operator decided.
 fn take_over(circuit: &Circuit, name: &str, control: &Control) {
-    match control.state.as_str() {
-        "open" => match control.until.as_deref().and_then(parse_time) {
+    match control.state {
+        ControlState::Open => match control.until.as_deref().and_then(parse_time) {
             Some(until) => open_until(circuit, name, until, &format!("{} opened it", control.by)),
             None => {
                 tracing::warn!(plugin = name, by = %control.by, "ignoring an open circuit message without a valid `until`")
             }
         },
-        "closed" => {
+        ControlState::Closed => {
             if circuit.close().is_some() {
                 tracing::info!(plugin = name, by = %control.by, "circuit closed by {}: events flow again", control.by);
             }
         }
-        other => tracing::warn!(
-            plugin = name,
-            state = other,
-            "ignoring a circuit message of unknown state"
-        ),
     }
 }
 
