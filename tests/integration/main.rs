@@ -11,6 +11,8 @@ mod auth;
 mod bad_input;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
+/// Bundle archives: pack, inspect, and archives wherever folders go (issue 13).
+mod bundles;
 /// The compile cache: bounded, least recently used first; `weir cache`.
 mod cache;
 /// The circuit breaker: an outage pauses the fleet, nothing is dead-lettered (issue 10).

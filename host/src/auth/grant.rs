@@ -4,7 +4,7 @@
 //! limits. Checked when the plugin loads; the publish subjects become the
 //! plugin's output policy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -22,7 +22,7 @@ use crate::event::is_subscribe_subject;
 pub const GRANT_FILE: &str = "grant.jwt";
 
 /// Largest grant file read.
-const MAX_GRANT_FILE: u64 = 64 * 1024;
+pub(crate) const MAX_GRANT_FILE: u64 = 64 * 1024;
 
 /// Clock skew tolerated on a grant's `exp` and `nbf`.
 const GRANT_LEEWAY_S: u64 = 60;
@@ -72,7 +72,7 @@ pub fn check_bundle(
     keys: &KeySet,
 ) -> Result<Option<Grant>, String> {
     let path = bundle.dir.join(GRANT_FILE);
-    if !path.exists() {
+    let Some(token) = &bundle.grant else {
         if host.require_grants {
             return Err(format!(
                 "{}: missing: weir.toml requires a signed grant for every plugin (auth.require_grants)",
@@ -80,27 +80,15 @@ pub fn check_bundle(
             ));
         }
         return Ok(None);
-    }
+    };
     let fail = |why: String| format!("{}: {why}", path.display());
-    let token = read_grant(&path).map_err(|e| fail(format!("{e:#}")))?;
     let (claims, kid) =
-        verify_grant(&token, keys, &host.grant_issuers).map_err(|e| fail(e.to_string()))?;
+        verify_grant(token, keys, &host.grant_issuers).map_err(|e| fail(e.to_string()))?;
     let problems = misfits(&claims, &bundle.manifest, &bundle.sha256_hex());
     if !problems.is_empty() {
         return Err(fail(problems.join("; ")));
     }
     Ok(Some(Grant { path, kid, claims }))
-}
-
-fn read_grant(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).context("cannot read")?;
-    if meta.len() > MAX_GRANT_FILE {
-        bail!("{} bytes: too large for a grant", meta.len());
-    }
-    Ok(std::fs::read_to_string(path)
-        .context("cannot read")?
-        .trim()
-        .to_owned())
 }
 
 /// Verify a grant's signature, issuer, audience and times; return its claims
@@ -211,6 +199,12 @@ pub struct GrantSpec {
 /// Sign a grant for `bundle` and write it to `<bundle>/grant.jwt`. Refuses a
 /// grant its own bundle would not fit.
 pub fn sign(key: &SigningKey, bundle: &Bundle, spec: &GrantSpec) -> anyhow::Result<GrantClaims> {
+    if bundle.archived {
+        bail!(
+            "{} is an archive: sign the bundle folder, then pack it (weir bundle pack)",
+            bundle.dir.display()
+        );
+    }
     for s in spec.subscribe.iter().chain(&spec.publish) {
         if !is_subscribe_subject(s) {
             bail!("{s:?} is not a NATS subject (wildcards allowed)");
@@ -281,14 +275,11 @@ pub fn explain(bundle: &Bundle, keys: &KeySet, issuers: Option<&[String]>) -> Ex
         claims: None,
         wasm_sha256: bundle.sha256_hex(),
     };
-    let token = match read_grant(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            out.errors.push(format!("{e:#}"));
-            return out;
-        }
+    let Some(token) = &bundle.grant else {
+        out.errors.push("missing".into());
+        return out;
     };
-    match verify_grant_with(&token, keys, issuers) {
+    match verify_grant_with(token, keys, issuers) {
         Ok((claims, kid)) => {
             out.errors = misfits(&claims, &bundle.manifest, &bundle.sha256_hex());
             out.valid = out.errors.is_empty();

@@ -54,9 +54,8 @@ impl PluginAuthState {
     /// Check `bundle`'s grant and build its token verifier. An error refuses
     /// the plugin; it names the file at fault.
     pub fn load(bundle: &Bundle, host: &HostAuthConfig) -> Result<Self, String> {
-        let needs_keys = host.require_grants
-            || bundle.manifest.auth.is_some()
-            || bundle.dir.join(grant::GRANT_FILE).exists();
+        let needs_keys =
+            host.require_grants || bundle.manifest.auth.is_some() || bundle.grant.is_some();
         if !needs_keys {
             return Ok(Self::default());
         }

@@ -10,6 +10,7 @@
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
 //! - [`cache`]: `weir cache [prune|clear]`.
 //! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
+//! - [`bundle`]: `weir bundle pack|inspect`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
 //! [`crate::scaffold`].
@@ -24,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{HostConfig, ServerUrls};
 use crate::transport;
 
+pub mod bundle;
 pub mod cache;
 pub mod circuit;
 pub mod dlq;
@@ -79,6 +81,8 @@ pub enum Command {
     New(crate::scaffold::NewArgs),
     /// Show the compile cache (folder, entries, size and cap); prune or clear it.
     Cache(cache::CacheArgs),
+    /// Pack a bundle folder into one archive, or inspect one.
+    Bundle(bundle::BundleArgs),
 }
 
 /// Flags every command takes, before or after its name: `weir --json dlq
@@ -150,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => circuit::status(args, global).await,
         Command::New(args) => crate::scaffold::run(args, global.json),
         Command::Cache(args) => cache::cache(args, global),
+        Command::Bundle(args) => bundle::bundle(args, global),
     }
 }
 

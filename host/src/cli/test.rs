@@ -46,7 +46,7 @@ host adds when it publishes, is not among them)."
 #[derive(Debug, Args)]
 #[command(after_help = exit_status!(), after_long_help = LONG_HELP)]
 pub struct TestArgs {
-    /// The bundle folder (holding plugin.toml).
+    /// The bundle folder (holding plugin.toml), or a bundle archive.
     pub bundle: PathBuf,
     /// Fixture files: JSON objects (or arrays of them) with subject, payload /
     /// payload_json / payload_b64, headers, reply_to, attempt (1 to

@@ -1,6 +1,9 @@
-//! Bundles: a folder holding `plugin.toml` and the component it names. Loading
-//! reads both, checks the component's header and computes its SHA-256 (what
-//! grants and the compile cache are keyed by).
+//! Bundles: a folder holding `plugin.toml`, the component it names and maybe
+//! a `grant.jwt` — or the same packed in one tar ([`archive`]). Loading reads
+//! them, checks the component's header and computes its SHA-256 (what grants
+//! and the compile cache are keyed by).
+
+pub mod archive;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,17 +18,26 @@ pub const MANIFEST: &str = "plugin.toml";
 /// A bundle read from disk, not yet compiled.
 #[derive(Debug, Clone)]
 pub struct Bundle {
+    /// The bundle folder, or the archive file: what errors name (an entry of
+    /// an archive as `<archive>/<entry>`).
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub wasm_path: PathBuf,
     pub wasm: Arc<[u8]>,
     pub sha256: [u8; 32],
+    /// The `grant.jwt` token, trimmed, when the bundle has one.
+    pub grant: Option<String>,
+    /// Read from an archive (nothing can be written into it).
+    pub archived: bool,
 }
 
-/// Only the bundle's `plugin.toml`, parsed and checked (its wasm is neither
-/// read nor hashed): for commands that need a plugin's name and
+/// Only the bundle's `plugin.toml`, parsed and checked (a folder's wasm is
+/// neither read nor hashed): for commands that need a plugin's name and
 /// subscriptions, not its code.
 pub fn read_manifest(dir: &Path, max_memory_mb: u32) -> Result<Manifest, ConfigError> {
+    if archive::is_archive(dir) {
+        return Ok(archive::read(dir, max_memory_mb)?.manifest);
+    }
     let manifest_path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&manifest_path)
         .map_err(|e| ConfigError::new(&manifest_path, None, format!("cannot read: {e}")))?;
@@ -33,18 +45,26 @@ pub fn read_manifest(dir: &Path, max_memory_mb: u32) -> Result<Manifest, ConfigE
 }
 
 impl Bundle {
-    /// Read the bundle in `dir`. `max_memory_mb` is the host's cap on `memory_mb`.
+    /// Read the bundle in the folder (or archive file) `dir`. `max_memory_mb`
+    /// is the host's cap on `memory_mb`.
     pub fn load(dir: &Path, max_memory_mb: u32) -> Result<Self, ConfigError> {
         let manifest_path = dir.join(MANIFEST);
-        let manifest = read_manifest(dir, max_memory_mb)?;
+        let (manifest, wasm, grant, archived) = if archive::is_archive(dir) {
+            let unpacked = archive::read(dir, max_memory_mb)?;
+            (unpacked.manifest, unpacked.wasm, unpacked.grant, true)
+        } else {
+            let manifest = read_manifest(dir, max_memory_mb)?;
+            let wasm_path = dir.join(&manifest.wasm);
+            let wasm = std::fs::read(&wasm_path).map_err(|e| {
+                ConfigError::new(
+                    &manifest_path,
+                    Some("wasm"),
+                    format!("cannot read {}: {e}", wasm_path.display()),
+                )
+            })?;
+            (manifest, wasm, read_grant(dir)?, false)
+        };
         let wasm_path = dir.join(&manifest.wasm);
-        let wasm = std::fs::read(&wasm_path).map_err(|e| {
-            ConfigError::new(
-                &manifest_path,
-                Some("wasm"),
-                format!("cannot read {}: {e}", wasm_path.display()),
-            )
-        })?;
         check_component_header(&wasm).map_err(|msg| {
             ConfigError::new(
                 &manifest_path,
@@ -59,6 +79,8 @@ impl Bundle {
             wasm_path,
             wasm: wasm.into(),
             sha256,
+            grant,
+            archived,
         })
     }
 
@@ -69,6 +91,27 @@ impl Bundle {
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
     }
+}
+
+/// A folder's `grant.jwt`, trimmed, if it has one; an unreadable or
+/// oversized one is an error naming it.
+fn read_grant(dir: &Path) -> Result<Option<String>, ConfigError> {
+    let path = dir.join(crate::auth::grant::GRANT_FILE);
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError::new(&path, None, format!("cannot read: {e}"))),
+    };
+    if meta.len() > crate::auth::grant::MAX_GRANT_FILE {
+        return Err(ConfigError::new(
+            &path,
+            None,
+            format!("{} bytes: too large for a grant", meta.len()),
+        ));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new(&path, None, format!("cannot read: {e}")))?;
+    Ok(Some(text.trim().to_owned()))
 }
 
 /// Tell a core module or a stray file from a component before wasmtime does,
@@ -88,14 +131,18 @@ fn check_component_header(bytes: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-/// The bundle folders inside `dir`: every sub-folder that holds a plugin.toml,
-/// sorted by path so the load order is stable.
+/// The bundles inside `dir`: every sub-folder that holds a plugin.toml and
+/// every `.tar` file (a bundle archive), sorted by path so the load order is
+/// stable.
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConfigError::new(dir, None, format!("cannot list plugin folder: {e}")))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.join(MANIFEST).is_file())
+        .filter(|path| {
+            path.join(MANIFEST).is_file()
+                || (path.is_file() && path.extension().is_some_and(|e| e == "tar"))
+        })
         .collect();
     found.sort();
     Ok(found)
