@@ -30,6 +30,7 @@ pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod dev;
 pub mod dlq;
 pub mod event;

@@ -30,6 +30,8 @@ mod credentials;
 /// A dead letter never vanishes: a DLQ that refuses, a stream that steals
 /// its subjects, max_payload, no JetStream at all.
 mod dead_letters;
+/// The fleet's desired state in NATS: deploy, list, rollback, undeploy (issue 13).
+mod deploy;
 /// A guest that does not build says which file and line, in a few lines.
 mod guest_builds;
 /// Hostile plugins fail only their own events.

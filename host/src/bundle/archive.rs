@@ -176,6 +176,16 @@ fn entry_name(path: &Path) -> Option<String> {
 /// first, so a folder that would be refused is not packed.
 pub fn pack(dir: &Path, out: &Path, max_memory_mb: u32) -> anyhow::Result<super::Bundle> {
     use anyhow::Context as _;
+    let (bundle, bytes) = pack_bytes(dir, max_memory_mb)?;
+    let tmp = out.with_extension("tar.partial");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(bundle)
+}
+
+/// The archive of the bundle folder `dir`, in memory, and the bundle.
+pub fn pack_bytes(dir: &Path, max_memory_mb: u32) -> anyhow::Result<(super::Bundle, Vec<u8>)> {
+    use anyhow::Context as _;
     let bundle = super::Bundle::load(dir, max_memory_mb)?;
     let wasm_name = entry_name(Path::new(&bundle.manifest.wasm)).with_context(|| {
         format!(
@@ -206,10 +216,7 @@ pub fn pack(dir: &Path, out: &Path, max_memory_mb: u32) -> anyhow::Result<super:
             .with_context(|| format!("cannot add {name} to the archive"))?;
     }
     let bytes = tar.into_inner().context("cannot finish the archive")?;
-    let tmp = out.with_extension("tar.partial");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(bundle)
+    Ok((bundle, bytes))
 }
 
 /// Where `weir bundle pack` writes by default: `<name>-<version>.tar`.

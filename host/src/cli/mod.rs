@@ -11,6 +11,7 @@
 //! - [`cache`]: `weir cache [prune|clear]`.
 //! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
 //! - [`bundle`]: `weir bundle pack|inspect`.
+//! - [`deploy`]: `weir deploy`, `weir deployments`, `weir rollback`, `weir undeploy`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
 //! [`crate::scaffold`].
@@ -28,6 +29,7 @@ use crate::transport;
 pub mod bundle;
 pub mod cache;
 pub mod circuit;
+pub mod deploy;
 pub mod dlq;
 pub mod pubsub;
 pub mod test;
@@ -83,6 +85,15 @@ pub enum Command {
     Cache(cache::CacheArgs),
     /// Pack a bundle folder into one archive, or inspect one.
     Bundle(bundle::BundleArgs),
+    /// Upload a bundle to NATS (Object Store) and record it as the plugin's
+    /// deployment (KV).
+    Deploy(deploy::DeployArgs),
+    /// List what is deployed, or one plugin's deployment history.
+    Deployments(deploy::DeploymentsArgs),
+    /// Point a plugin's deployment at an earlier revision again.
+    Rollback(deploy::RollbackArgs),
+    /// Remove a plugin's deployment (its history and archives are kept).
+    Undeploy(deploy::UndeployArgs),
 }
 
 /// Flags every command takes, before or after its name: `weir --json dlq
@@ -155,6 +166,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New(args) => crate::scaffold::run(args, global.json),
         Command::Cache(args) => cache::cache(args, global),
         Command::Bundle(args) => bundle::bundle(args, global),
+        Command::Deploy(args) => deploy::deploy(args, global).await,
+        Command::Deployments(args) => deploy::deployments(args, global).await,
+        Command::Rollback(args) => deploy::rollback(args, global).await,
+        Command::Undeploy(args) => deploy::undeploy(args, global).await,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::auth::HostAuthConfig;
-use super::{ConfigError, ServerUrls, TelemetryConfig, is_stream_name, parse_toml};
+use super::{ConfigError, DeployConfig, ServerUrls, TelemetryConfig, is_stream_name, parse_toml};
 use crate::event::{is_publish_subject, is_subscribe_subject};
 /// `weir.toml`: the host's settings. Every field has a default so that `weir up`
 /// alone works.
@@ -25,6 +25,8 @@ pub struct HostConfig {
     pub auth: HostAuthConfig,
     /// `[telemetry]`: metrics and health endpoint, trace export.
     pub telemetry: TelemetryConfig,
+    /// `[deploy]`: the buckets of the fleet's desired state.
+    pub deploy: DeployConfig,
 }
 
 /// One `[[streams]]` entry.
@@ -251,6 +253,7 @@ impl HostConfig {
         }
         self.auth.validate(path)?;
         self.telemetry.validate(path)?;
+        self.deploy.validate(path)?;
         if self.sandbox.max_instances == 0 {
             return err("sandbox.max_instances", "must be at least 1");
         }

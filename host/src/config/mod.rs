@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 pub mod auth;
 mod circuit;
+mod deploy;
 mod host;
 mod locate;
 mod manifest;
@@ -16,6 +17,7 @@ mod servers;
 mod telemetry;
 
 pub use circuit::CircuitConfig;
+pub use deploy::DeployConfig;
 pub use host::*;
 pub use manifest::*;
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
