@@ -104,6 +104,8 @@ pub struct Host {
     telemetry_stop: CancellationToken,
     /// Where the telemetry endpoint listens, when it does.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// This host as an instance of the `weir` NATS micro-service.
+    service: async_nats::service::Service,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -206,6 +208,20 @@ impl Host {
             plugins.clone(),
             ctx.stop.clone(),
         ));
+        let service = crate::fleet::register(
+            &client,
+            crate::fleet::Source {
+                host: ctx.host_id.clone(),
+                plugins: plugins.clone(),
+                refused: refused.clone(),
+                started: std::time::SystemTime::now(),
+                nats_server: client.server_info().server_name,
+                metrics: metrics_addr,
+            },
+            ctx.stop.clone(),
+            &ctx.feeders,
+        )
+        .await?;
         transport::sync_with_server(&client)
             .await
             .context("cannot confirm the subscriptions with the server")?;
@@ -246,6 +262,7 @@ impl Host {
         stop_on_failure.disarm();
 
         Ok(Self {
+            service,
             telemetry_stop,
             metrics_addr,
             plugins,
@@ -315,6 +332,9 @@ impl Host {
                 shed_circuit_open = get(&s.shed_circuit_open),
                 "plugin totals"
             );
+        }
+        if let Err(e) = self.service.stop().await {
+            tracing::debug!(error = %e, "cannot stop the weir NATS service");
         }
         self.telemetry_stop.cancel();
         Ok(())

@@ -34,6 +34,7 @@ pub mod deploy;
 pub mod dev;
 pub mod dlq;
 pub mod event;
+pub mod fleet;
 pub mod harness;
 pub mod host;
 pub mod pipeline;

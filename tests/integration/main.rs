@@ -32,6 +32,8 @@ mod credentials;
 mod dead_letters;
 /// The fleet's desired state in NATS: deploy, list, rollback, undeploy (issue 13).
 mod deploy;
+/// The fleet view: every host a NATS micro-service instance; weir ps (issue 13).
+mod fleet;
 /// A guest that does not build says which file and line, in a few lines.
 mod guest_builds;
 /// Hostile plugins fail only their own events.

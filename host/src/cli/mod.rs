@@ -11,6 +11,7 @@
 //! - [`cache`]: `weir cache [prune|clear]`.
 //! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
 //! - [`bundle`]: `weir bundle pack|inspect`.
+//! - [`ps`]: `weir ps`.
 //! - [`deploy`]: `weir deploy`, `weir deployments`, `weir rollback`, `weir undeploy`.
 //!
 //! `weir keys|grant|token` live in [`crate::auth::commands`], `weir new` in
@@ -31,6 +32,7 @@ pub mod cache;
 pub mod circuit;
 pub mod deploy;
 pub mod dlq;
+pub mod ps;
 pub mod pubsub;
 pub mod test;
 pub mod up;
@@ -79,6 +81,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// What every running host reports: plugins, circuits, counters.
     Status(StatusArgs),
+    /// Every live host (the `weir` NATS service): id, uptime, plugins with
+    /// version, sha256 and state (running, paused, refused and why), counters.
+    Ps(ps::PsArgs),
     /// Create a plugin folder (Rust, Python, JavaScript or C) that builds and passes `weir test`.
     New(crate::scaffold::NewArgs),
     /// Show the compile cache (folder, entries, size and cap); prune or clear it.
@@ -163,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => circuit::pause(args, global).await,
         Command::Resume(args) => circuit::resume(args, global).await,
         Command::Status(args) => circuit::status(args, global).await,
+        Command::Ps(args) => ps::ps(args, global).await,
         Command::New(args) => crate::scaffold::run(args, global.json),
         Command::Cache(args) => cache::cache(args, global),
         Command::Bundle(args) => bundle::bundle(args, global),
