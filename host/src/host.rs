@@ -18,6 +18,7 @@ use crate::pipeline;
 use crate::plugin::{Plugin, Stats};
 use crate::sandbox::Runtime;
 use crate::telemetry;
+use crate::telemetry::traces::Traces;
 use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
 
 /// A bundle that was not loaded, and why.
@@ -34,8 +35,8 @@ pub struct Loaded {
 }
 
 /// Load every bundle the config names. A bad bundle is refused with its
-/// reason and the others load.
-pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
+/// reason and the others load. Their events are traced through `traces`.
+pub fn load_plugins(runtime: &Runtime, config: &HostConfig, traces: &Traces) -> Loaded {
     let mut folders: Vec<PathBuf> = Vec::new();
     let mut refused = Vec::new();
     for dir in &config.plugins.dirs {
@@ -52,7 +53,7 @@ pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
     let mut names = HashSet::new();
     let mut plugins = Vec::new();
     for folder in folders {
-        match load_one(runtime, config, &folder) {
+        match load_one(runtime, config, &folder, traces) {
             Ok(plugin) if !names.insert(plugin.name().to_owned()) => refused.push(Refused {
                 reason: format!(
                     "{}: name: another bundle already uses the name {:?}",
@@ -74,10 +75,17 @@ pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
     Loaded { plugins, refused }
 }
 
-fn load_one(runtime: &Runtime, config: &HostConfig, folder: &Path) -> Result<Plugin, String> {
+fn load_one(
+    runtime: &Runtime,
+    config: &HostConfig,
+    folder: &Path,
+    traces: &Traces,
+) -> Result<Plugin, String> {
     let bundle = Bundle::load(folder, config.sandbox.max_memory_mb).map_err(|e| e.to_string())?;
-    let plugin = Plugin::load(runtime, &bundle, config, false)
+    // Traced, the guest's log lines are kept too: they become span events.
+    let mut plugin = Plugin::load(runtime, &bundle, config, traces.is_on())
         .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    plugin.tracing = traced(&plugin, traces);
     tracing::info!(
         plugin = plugin.name(),
         version = %plugin.manifest.version,
@@ -86,6 +94,20 @@ fn load_one(runtime: &Runtime, config: &HostConfig, folder: &Path) -> Result<Plu
         "plugin loaded"
     );
     Ok(plugin)
+}
+
+/// The spans of `plugin`'s events: per subscription, its pattern and its
+/// consumer group (the queue group, or the JetStream durable).
+fn traced(plugin: &Plugin, traces: &Traces) -> pipeline::PluginTracing {
+    let name = plugin.name();
+    let subscriptions = plugin.manifest.subscribe.iter().map(|s| {
+        let group = match s.mode {
+            DeliveryMode::Core => s.queue.clone(),
+            DeliveryMode::Jetstream => Some(jetstream::durable_name(name, s)),
+        };
+        (s.subject.clone(), group)
+    });
+    pipeline::PluginTracing::new(traces, name, subscriptions)
 }
 
 /// A running host.
@@ -104,6 +126,8 @@ pub struct Host {
     telemetry_stop: CancellationToken,
     /// Where the telemetry endpoint listens, when it does.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Span export; flushed once the events are finished.
+    traces: Traces,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -129,10 +153,12 @@ impl Host {
             None => None,
         };
         let runtime = Arc::new(Runtime::new(&config.sandbox)?);
+        let traces = Traces::start(&config.telemetry)?;
         let Loaded { plugins, refused } = {
             let runtime = runtime.clone();
             let config = config.clone();
-            tokio::task::spawn_blocking(move || load_plugins(&runtime, &config))
+            let traces = traces.clone();
+            tokio::task::spawn_blocking(move || load_plugins(&runtime, &config, &traces))
                 .await
                 .context("plugin loading panicked")?
         };
@@ -230,6 +256,7 @@ impl Host {
         Ok(Self {
             telemetry_stop,
             metrics_addr,
+            traces,
             plugins,
             refused,
             sink,
@@ -272,9 +299,9 @@ impl Host {
                 self.grace.as_millis()
             );
         }
-        transport::sync_with_server(self.sink.client())
+        let flushed = transport::sync_with_server(self.sink.client())
             .await
-            .context("cannot flush the last messages to NATS")?;
+            .context("cannot flush the last messages to NATS");
         for plugin in &self.plugins {
             let s = &plugin.stats;
             let get = Stats::get;
@@ -297,8 +324,10 @@ impl Host {
                 "plugin totals"
             );
         }
+        // After the events: their spans are all ended.
+        self.traces.shutdown().await;
         self.telemetry_stop.cancel();
-        Ok(())
+        flushed
     }
 }
 

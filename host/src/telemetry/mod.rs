@@ -5,5 +5,6 @@
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod traces;
 
 pub use logs::{command_filter, host_filter, init};
