@@ -42,7 +42,9 @@ impl Receiver {
             .route("/v1/traces", axum::routing::post(accept))
             .with_state(spans.clone());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("the receiver serves");
+            axum::serve(listener, app)
+                .await
+                .expect("the receiver serves");
         });
         Self { addr, spans, task }
     }
@@ -164,7 +166,11 @@ fn process_and_attempts<'a>(spans: &'a [Received], trace: &str) -> (&'a Span, Ve
         .iter()
         .filter(|s| s.span.kind == SpanKind::Consumer as i32)
         .collect();
-    assert_eq!(process.len(), 1, "one process span in trace {trace}: {all:#?}");
+    assert_eq!(
+        process.len(),
+        1,
+        "one process span in trace {trace}: {all:#?}"
+    );
     let process = &process[0].span;
     let attempts = all
         .iter()
@@ -196,7 +202,10 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
     let host = Host::start(&config).await.expect("host starts");
 
     let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
-    let mut enriched = client.subscribe("orders.enriched.>").await.expect("subscribe");
+    let mut enriched = client
+        .subscribe("orders.enriched.>")
+        .await
+        .expect("subscribe");
     let mut dlq = client.subscribe("weir.dlq.>").await.expect("subscribe");
     client.flush().await.expect("flush");
 
@@ -214,7 +223,13 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
     publish("test.reject", REJECT, None, b"no".to_vec()).await;
     let order = serde_json::json!({"id": "o-1", "customer": "c-9",
         "items": [{"sku": "A", "qty": 2, "unit_price": 12.5}]});
-    publish("orders.created.eu", ORDER, None, serde_json::to_vec(&order).expect("json")).await;
+    publish(
+        "orders.created.eu",
+        ORDER,
+        None,
+        serde_json::to_vec(&order).expect("json"),
+    )
+    .await;
     let reply = tokio::time::timeout(
         PATIENCE,
         client.request_with_headers(
@@ -246,7 +261,9 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
         })
         .await;
     assert!(
-        spans.iter().all(|s| s.service.as_deref() == Some("weir-traces-test")),
+        spans
+            .iter()
+            .all(|s| s.service.as_deref() == Some("weir-traces-test")),
         "service.name from [telemetry]"
     );
 
@@ -255,14 +272,23 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
     let (process, attempts) = process_and_attempts(&spans, ECHO.0);
     assert_eq!(process.name, "process demo.echo.>");
     assert_eq!(hex::encode(&process.parent_span_id), ECHO.1);
-    assert_eq!(parent_of(output), (ECHO.0.to_owned(), hex::encode(&process.span_id)));
+    assert_eq!(
+        parent_of(output),
+        (ECHO.0.to_owned(), hex::encode(&process.span_id))
+    );
     assert_eq!(header(output, "tracestate").as_deref(), Some("vendor=1"));
     assert_eq!(attr(process, "messaging.system"), "nats");
     assert_eq!(attr(process, "messaging.destination.name"), "demo.echo.t");
-    assert_eq!(attr(process, "messaging.destination.template"), "demo.echo.>");
+    assert_eq!(
+        attr(process, "messaging.destination.template"),
+        "demo.echo.>"
+    );
     assert_eq!(attr(process, "messaging.operation.type"), "process");
     assert!(!attr(process, "messaging.message.id").is_empty());
-    assert!(value(&process.attributes, "messaging.consumer.group.name").is_none(), "no queue group");
+    assert!(
+        value(&process.attributes, "messaging.consumer.group.name").is_none(),
+        "no queue group"
+    );
     assert_eq!(attr(process, "weir.plugin"), "echo");
     assert_eq!(attr(process, "weir.outcome"), "done");
     assert_eq!(int(process, "weir.attempts"), 1);
@@ -275,13 +301,19 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
     // The reply to a request.
     let (process, _) = process_and_attempts(&spans, REQUEST.0);
     assert_eq!(hex::encode(&process.parent_span_id), REQUEST.1);
-    assert_eq!(parent_of(&reply), (REQUEST.0.to_owned(), hex::encode(&process.span_id)));
+    assert_eq!(
+        parent_of(&reply),
+        (REQUEST.0.to_owned(), hex::encode(&process.span_id))
+    );
 
     // A dead letter: the failure kind on both spans.
     let (process, attempts) = process_and_attempts(&spans, REJECT.0);
     assert_eq!(dead[0].subject.as_str(), "weir.dlq.reject");
     assert_eq!(hex::encode(&process.parent_span_id), REJECT.1);
-    assert_eq!(parent_of(&dead[0]), (REJECT.0.to_owned(), hex::encode(&process.span_id)));
+    assert_eq!(
+        parent_of(&dead[0]),
+        (REJECT.0.to_owned(), hex::encode(&process.span_id))
+    );
     assert_eq!(attr(process, "error.type"), "reject");
     assert_eq!(attr(process, "weir.outcome"), "dead-lettered");
     assert_eq!(
@@ -296,14 +328,20 @@ async fn spans_continue_the_producers_trace_onto_outputs_replies_and_dead_letter
     let (process, attempts) = process_and_attempts(&spans, ORDER.0);
     assert_eq!(process.name, "process orders.created.>");
     assert_eq!(hex::encode(&process.parent_span_id), ORDER.1);
-    assert_eq!(parent_of(&priced[0]), (ORDER.0.to_owned(), hex::encode(&process.span_id)));
+    assert_eq!(
+        parent_of(&priced[0]),
+        (ORDER.0.to_owned(), hex::encode(&process.span_id))
+    );
     assert!(
         attr(process, "messaging.consumer.group.name").starts_with("weir-enrich-order-"),
         "{process:#?}"
     );
     assert_eq!(attempts.len(), 1);
     assert!(
-        attempts[0].events.iter().any(|e| e.name.starts_with("order o-1:")),
+        attempts[0]
+            .events
+            .iter()
+            .any(|e| e.name.starts_with("order o-1:")),
         "the guest's log line as a span event: {:#?}",
         attempts[0].events
     );
@@ -336,8 +374,14 @@ async fn without_export_the_incoming_trace_context_passes_through() {
         .expect("publish");
 
     let relayed = collect(&mut out, 2).await;
-    let a = relayed.iter().find(|m| m.subject.as_str() == "out.a").expect("out.a");
-    let b = relayed.iter().find(|m| m.subject.as_str() == "out.b").expect("out.b");
+    let a = relayed
+        .iter()
+        .find(|m| m.subject.as_str() == "out.a")
+        .expect("out.a");
+    let b = relayed
+        .iter()
+        .find(|m| m.subject.as_str() == "out.b")
+        .expect("out.b");
     assert_eq!(header(a, "traceparent"), Some(traced));
     assert_eq!(header(a, "tracestate").as_deref(), Some("vendor=1"));
     assert_eq!(header(b, "traceparent"), None);
@@ -370,17 +414,30 @@ async fn weir_up_exports_its_last_spans_when_stopped() {
     let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
     client.flush().await.expect("flush");
     client
-        .publish_with_headers("demo.echo.x", headers(&traceparent(ECHO.0, ECHO.1), None), "x".into())
+        .publish_with_headers(
+            "demo.echo.x",
+            headers(&traceparent(ECHO.0, ECHO.1), None),
+            "x".into(),
+        )
         .await
         .expect("publish");
     let output = collect(&mut echoed, 1).await;
     let (status, log) = weir.stop();
     assert!(status.success(), "graceful exit: {status:?}\n{log}");
     let spans = receiver
-        .wait_for("the event's spans", |spans| of_trace(spans, ECHO.0).len() >= 2)
+        .wait_for("the event's spans", |spans| {
+            of_trace(spans, ECHO.0).len() >= 2
+        })
         .await;
     let (process, attempts) = process_and_attempts(&spans, ECHO.0);
-    assert_eq!(parent_of(&output[0]), (ECHO.0.to_owned(), hex::encode(&process.span_id)));
+    assert_eq!(
+        parent_of(&output[0]),
+        (ECHO.0.to_owned(), hex::encode(&process.span_id))
+    );
     assert_eq!(attempts.len(), 1);
-    assert!(spans.iter().all(|s| s.service.as_deref() == Some("weir-up")));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.service.as_deref() == Some("weir-up"))
+    );
 }

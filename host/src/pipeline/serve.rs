@@ -221,10 +221,17 @@ impl<S: Sink> Run<'_, S> {
             }
             Ending::Failed(failure) => {
                 let origin = origin.as_ref().map(|(s, q)| (s.as_str(), *q));
-                let stored =
-                    dead_letter(plugin, self.sink, &event, &failure, first_seen, origin, &trace)
-                        .await;
-                trace.end(&event, Finish::DeadLettered { failure: &failure, stored });
+                let stored = dead_letter(
+                    plugin, self.sink, &event, &failure, first_seen, origin, &trace,
+                )
+                .await;
+                trace.end(
+                    &event,
+                    Finish::DeadLettered {
+                        failure: &failure,
+                        stored,
+                    },
+                );
                 if stored {
                     Settle::DeadLettered
                 } else {

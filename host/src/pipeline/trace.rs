@@ -116,7 +116,10 @@ pub enum Finish<'f> {
     /// Handed back to the transport unstarted or unfinished (shutdown).
     HandedBack,
     /// A final failure; `stored`: whether its dead letter was.
-    DeadLettered { failure: &'f Failure, stored: bool },
+    DeadLettered {
+        failure: &'f Failure,
+        stored: bool,
+    },
 }
 
 /// The trace of one event's run: its `process` span, when tracing is on.
@@ -281,16 +284,14 @@ impl<'p> EventTrace<'p> {
         if span.is_recording() {
             let retried = active.last_failure.map_or("retry", FailureKind::as_str);
             let (outcome, error): (&str, Option<(&str, Option<&str>)>) = match finish {
-                Finish::Settled(Settle::Done) if active.unpublished => (
-                    "outputs-unpublished",
-                    Some(("outputs-unpublished", None)),
-                ),
+                Finish::Settled(Settle::Done) if active.unpublished => {
+                    ("outputs-unpublished", Some(("outputs-unpublished", None)))
+                }
                 Finish::Settled(Settle::Done) => ("done", None),
                 Finish::Settled(Settle::Retry(_)) => ("retry", Some((retried, None))),
-                Finish::Settled(Settle::Unfinished(_)) => (
-                    "outputs-unconfirmed",
-                    Some(("outputs-unconfirmed", None)),
-                ),
+                Finish::Settled(Settle::Unfinished(_)) => {
+                    ("outputs-unconfirmed", Some(("outputs-unconfirmed", None)))
+                }
                 Finish::Settled(Settle::HandBack) | Finish::HandedBack => ("handed-back", None),
                 Finish::Settled(Settle::DeadLettered) => ("dead-lettered", None),
                 Finish::Held => ("held", Some((retried, None))),
@@ -300,7 +301,10 @@ impl<'p> EventTrace<'p> {
                     } else {
                         "dead-letter-unstored"
                     },
-                    Some((failure.kind.dead_letter_kind(), Some(failure.message.as_str()))),
+                    Some((
+                        failure.kind.dead_letter_kind(),
+                        Some(failure.message.as_str()),
+                    )),
                 ),
             };
             span.set_attribute(KeyValue::new("weir.outcome", outcome));

@@ -75,7 +75,13 @@ fn off_passes_the_incoming_context_on_unchanged() {
     let trace = EventTrace::begin(&off, &e);
     let mut echoed = vec![("traceparent".to_owned(), "00-junk".to_owned())];
     trace.stamp(&e, &mut echoed);
-    assert_eq!(echoed, vec![("traceparent".into(), PARENT.into()), ("tracestate".into(), "a=1".into())]);
+    assert_eq!(
+        echoed,
+        vec![
+            ("traceparent".into(), PARENT.into()),
+            ("tracestate".into(), "a=1".into())
+        ]
+    );
 
     // None came: a handler's own headers are left alone.
     let bare = event(&[]);
@@ -112,11 +118,20 @@ fn process_span_continues_the_incoming_trace_and_parents_the_outputs() {
     trace.end(&e, Finish::Settled(Settle::Done));
 
     let spans = spans.0.lock().expect("lock").clone();
-    let process = spans.iter().find(|s| s.name == "process in.>").expect("process span");
-    let attempt = spans.iter().find(|s| s.name == "attempt relay").expect("attempt span");
+    let process = spans
+        .iter()
+        .find(|s| s.name == "process in.>")
+        .expect("process span");
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "attempt relay")
+        .expect("attempt span");
     let incoming = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex");
     assert_eq!(process.span_context.trace_id(), incoming);
-    assert_eq!(process.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").expect("hex"));
+    assert_eq!(
+        process.parent_span_id,
+        SpanId::from_hex("00f067aa0ba902b7").expect("hex")
+    );
     assert_eq!(process.span_kind, SpanKind::Consumer);
     assert_eq!(attempt.parent_span_id, process.span_context.span_id());
     assert_eq!(attempt.span_context.trace_id(), incoming);
@@ -134,7 +149,11 @@ fn process_span_continues_the_incoming_trace_and_parents_the_outputs() {
     assert_eq!(attempt.events.events[0].name, "relayed");
 
     // The output's traceparent now names the process span, one value only.
-    let parents: Vec<_> = out[0].headers.iter().filter(|(k, _)| k == "traceparent").collect();
+    let parents: Vec<_> = out[0]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "traceparent")
+        .collect();
     assert_eq!(parents.len(), 1, "{:?}", out[0].headers);
     let expected = format!(
         "00-{}-{}-01",
@@ -163,26 +182,49 @@ fn retries_are_attempt_spans_and_a_dead_letter_names_the_kind() {
     trace.attempt_ended(span, &Outcome::DeadLetter(failure.clone()), &[], false);
     let mut letter = vec![];
     trace.stamp(&e, &mut letter);
-    trace.end(&e, Finish::DeadLettered { failure: &failure, stored: true });
+    trace.end(
+        &e,
+        Finish::DeadLettered {
+            failure: &failure,
+            stored: true,
+        },
+    );
 
     let spans = spans.0.lock().expect("lock").clone();
-    let process = spans.iter().find(|s| s.name == "process in.>").expect("process");
+    let process = spans
+        .iter()
+        .find(|s| s.name == "process in.>")
+        .expect("process");
     // No incoming context: a new root.
     assert_eq!(process.parent_span_id, SpanId::INVALID);
     assert_eq!(text(process, "error.type"), "retry-exhausted");
     assert_eq!(text(process, "weir.outcome"), "dead-lettered");
-    assert_eq!(attribute(process, "weir.attempts"), Some(&opentelemetry::Value::I64(2)));
+    assert_eq!(
+        attribute(process, "weir.attempts"),
+        Some(&opentelemetry::Value::I64(2))
+    );
     assert!(matches!(process.status, Status::Error { .. }));
     let mut attempts: Vec<_> = spans.iter().filter(|s| s.name == "attempt relay").collect();
     attempts.sort_by_key(|s| s.start_time);
     assert_eq!(attempts.len(), 2);
-    assert!(attempts.iter().all(|a| a.parent_span_id == process.span_context.span_id()));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.parent_span_id == process.span_context.span_id())
+    );
     assert_eq!(text(attempts[0], "weir.decision"), "retry");
     assert_eq!(text(attempts[1], "weir.decision"), "dead-letter");
     assert_eq!(text(attempts[1], "error.type"), "retry");
     let parent = header(&letter, "traceparent").expect("the dead letter's traceparent");
-    assert!(parent.contains(&process.span_context.span_id().to_string()), "{parent}");
-    assert_eq!(header(&letter, "tracestate"), None, "empty tracestate left out");
+    assert!(
+        parent.contains(&process.span_context.span_id().to_string()),
+        "{parent}"
+    );
+    assert_eq!(
+        header(&letter, "tracestate"),
+        None,
+        "empty tracestate left out"
+    );
 }
 
 #[test]
@@ -197,8 +239,14 @@ fn an_unsampled_parent_is_kept_unsampled_and_still_propagated() {
     trace.end(&e, Finish::Settled(Settle::Done));
     assert!(spans.0.lock().expect("lock").is_empty(), "nothing exported");
     let parent = header(&out, "traceparent").expect("propagated");
-    assert!(parent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{parent}");
-    assert!(parent.ends_with("-00") && !parent.contains("00f067aa0ba902b7"), "{parent}");
+    assert!(
+        parent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{parent}"
+    );
+    assert!(
+        parent.ends_with("-00") && !parent.contains("00f067aa0ba902b7"),
+        "{parent}"
+    );
 }
 
 #[test]

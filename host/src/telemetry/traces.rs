@@ -175,9 +175,7 @@ impl SpanExporter for OnRuntime {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let inner = self.inner.clone();
         let count = batch.len();
-        let task = self
-            .runtime
-            .spawn(async move { inner.export(batch).await });
+        let task = self.runtime.spawn(async move { inner.export(batch).await });
         let failing = self.failing.clone();
         let endpoint = self.endpoint.clone();
         async move {
@@ -248,9 +246,14 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let traces = runtime.block_on(async { Traces::start(&config) }).expect("on");
+        let traces = runtime
+            .block_on(async { Traces::start(&config) })
+            .expect("on");
         let shown = format!("{traces:?}");
-        assert!(!shown.contains("secret") && shown.contains("collector:4318"), "{shown}");
+        assert!(
+            !shown.contains("secret") && shown.contains("collector:4318"),
+            "{shown}"
+        );
         runtime.block_on(traces.shutdown());
     }
 }
