@@ -324,9 +324,13 @@ fn pass_through(event: &[(String, String)], out: &mut Headers) {
     let Some(parent) = header(event, TRACEPARENT) else {
         return;
     };
-    let state = header(event, TRACESTATE);
+    let state = header(event, TRACESTATE).filter(|s| !s.is_empty());
+    // A handler that copied the event's headers left them as they should be.
+    if header(out, TRACEPARENT) == Some(parent) && header(out, TRACESTATE) == state {
+        return;
+    }
     set_header(out, TRACEPARENT, Some(parent));
-    set_header(out, TRACESTATE, state.filter(|s| !s.is_empty()));
+    set_header(out, TRACESTATE, state);
 }
 
 /// Give `name` one value (or none): the first occurrence keeps its place,
