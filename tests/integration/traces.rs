@@ -441,3 +441,44 @@ async fn weir_up_exports_its_last_spans_when_stopped() {
             .all(|s| s.service.as_deref() == Some("weir-up"))
     );
 }
+
+/// A collector that is down: every event is handled and its output still
+/// carries the trace context, the host stops cleanly, and the failed export
+/// is one warning, not one per batch. (current_thread: the host's log lines
+/// are captured.)
+#[tokio::test]
+async fn a_collector_that_is_down_fails_no_event() {
+    let (logs, _guard) = capture_logs();
+    // A port nobody listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let mut config = host_config(&server, &[bundle("echo")]);
+    config.telemetry.otlp_endpoint = Some(format!("http://{closed}/v1/traces"));
+    let host = Host::start(&config).await.expect("host starts");
+    let mut echoed = client.subscribe("demo.echoed.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    const N: usize = 20;
+    for i in 0..N {
+        client
+            .publish_with_headers(
+                format!("demo.echo.{i}"),
+                headers(&traceparent(ECHO.0, ECHO.1), None),
+                "x".into(),
+            )
+            .await
+            .expect("publish");
+    }
+    let outputs = collect(&mut echoed, N).await;
+    assert!(outputs.iter().all(|m| parent_of(m).0 == ECHO.0));
+    host.stop().await.expect("clean stop");
+    logs.wait_for(&["traces: cannot export spans"]).await;
+    let warned = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("traces: cannot export spans"))
+        .count();
+    assert_eq!(warned, 1, "{}", logs.text());
+}

@@ -174,17 +174,12 @@ struct OnRuntime {
 impl SpanExporter for OnRuntime {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         let inner = self.inner.clone();
-        let count = batch.len();
-        let task = self.runtime.spawn(async move { inner.export(batch).await });
         let failing = self.failing.clone();
         let endpoint = self.endpoint.clone();
-        async move {
-            let result = match task.await {
-                Ok(result) => result,
-                Err(e) => Err(OTelSdkError::InternalFailure(format!(
-                    "the export task ended: {e}"
-                ))),
-            };
+        // Logged from the task, on the runtime, like the host's other lines.
+        let task = self.runtime.spawn(async move {
+            let count = batch.len();
+            let result = inner.export(batch).await;
             match &result {
                 Ok(()) if failing.swap(false, Ordering::Relaxed) => {
                     tracing::info!(%endpoint, "traces: the collector takes spans again")
@@ -198,6 +193,13 @@ impl SpanExporter for OnRuntime {
                 Err(_) => {}
             }
             result
+        });
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(OTelSdkError::InternalFailure(format!(
+                    "the export task ended: {e}"
+                )))
+            })
         }
     }
 
