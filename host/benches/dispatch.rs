@@ -87,6 +87,9 @@ enum Path {
     Off,
     /// The trace hooks, every event sampled and exported.
     On,
+    /// The trace hooks with export on, the event's upstream trace not
+    /// sampled (what most events cost at a low `sample_ratio`).
+    Unsampled,
 }
 
 impl Path {
@@ -95,6 +98,7 @@ impl Path {
             Self::Current => "",
             Self::Off => ", tracing off",
             Self::On => ", tracing on",
+            Self::Unsampled => ", tracing on, unsampled",
         }
     }
 }
@@ -133,7 +137,7 @@ fn receiver(rt: &tokio::runtime::Runtime) -> (String, Arc<AtomicU64>) {
 async fn run(path: Path, plugin: &Plugin, event: &Event) -> usize {
     match path {
         Path::Current => dispatch(plugin, event).await,
-        Path::Off | Path::On => dispatch_traced(plugin, event).await,
+        Path::Off | Path::On | Path::Unsampled => dispatch_traced(plugin, event).await,
     }
 }
 
@@ -174,6 +178,7 @@ fn main() {
         ordered.push((name, Path::Current, current));
         ordered.push((name, Path::Off, current));
         ordered.push((name, Path::On, on));
+        ordered.push((name, Path::Unsampled, on));
     }
     // An upstream tracer's context, as a traced producer would send it.
     let mut event = event("bench.trivial");
@@ -181,6 +186,15 @@ fn main() {
         "traceparent".into(),
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     ));
+    let mut unsampled = event.clone();
+    unsampled.headers[1].1 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into();
+    let event_for = |path: Path| {
+        if path == Path::Unsampled {
+            &unsampled
+        } else {
+            &event
+        }
+    };
     let mut criterion = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_millis(500))
@@ -192,7 +206,7 @@ fn main() {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        black_box(run(*path, plugin, &event).await);
+                        black_box(run(*path, plugin, event_for(*path)).await);
                     }
                     start.elapsed()
                 })
@@ -221,7 +235,7 @@ fn main() {
                     const N: u32 = 20_000;
                     let start = Instant::now();
                     for _ in 0..N {
-                        black_box(run(*path, plugin, &event).await);
+                        black_box(run(*path, plugin, event_for(*path)).await);
                     }
                     start.elapsed().as_secs_f64() * 1e6 / f64::from(N)
                 })

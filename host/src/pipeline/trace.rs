@@ -24,7 +24,7 @@
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 
@@ -46,7 +46,8 @@ pub struct PluginTracing(Option<Box<On>>);
 
 struct On {
     tracer: SdkTracer,
-    plugin: String,
+    /// The plugin's name, as an attribute value (cloning it is an `Arc` clone).
+    plugin: Value,
     /// `attempt <plugin>`.
     attempt_name: String,
     subscriptions: Vec<Traced>,
@@ -55,10 +56,12 @@ struct On {
 /// What the spans of one subscription's events say.
 struct Traced {
     pattern: String,
+    /// `pattern` as an attribute value.
+    template: Value,
     /// `process <pattern>`.
     span_name: String,
     /// The queue group (core) or durable consumer (JetStream), if any.
-    group: Option<String>,
+    group: Option<Value>,
 }
 
 impl PluginTracing {
@@ -79,14 +82,15 @@ impl PluginTracing {
         };
         Self(Some(Box::new(On {
             tracer: tracer.clone(),
-            plugin: plugin.to_owned(),
+            plugin: shared(plugin),
             attempt_name: format!("attempt {plugin}"),
             subscriptions: subscriptions
                 .into_iter()
                 .map(|(pattern, group)| Traced {
                     span_name: format!("process {pattern}"),
+                    template: shared(&pattern),
                     pattern,
-                    group,
+                    group: group.as_deref().map(shared),
                 })
                 .collect(),
         })))
@@ -172,7 +176,7 @@ impl<'p> EventTrace<'p> {
             if let Some(sub) = sub {
                 span.set_attribute(KeyValue::new(
                     "messaging.destination.template",
-                    sub.pattern.clone(),
+                    sub.template.clone(),
                 ));
                 if let Some(group) = &sub.group {
                     span.set_attribute(KeyValue::new(
@@ -353,6 +357,11 @@ fn set_header(headers: &mut Headers, name: &str, value: Option<&str>) {
     if !kept && let Some(value) = value {
         headers.push((name.to_owned(), value.to_owned()));
     }
+}
+
+/// An attribute value made once and shared by every span.
+fn shared(text: &str) -> Value {
+    Value::String(StringValue::from(std::sync::Arc::<str>::from(text)))
 }
 
 fn cut(text: &str) -> String {

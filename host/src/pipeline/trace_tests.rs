@@ -29,12 +29,13 @@ fn traced(spans: &Collect) -> (SdkTracerProvider, PluginTracing) {
         .build();
     let tracing = PluginTracing(Some(Box::new(On {
         tracer: provider.tracer("test"),
-        plugin: "relay".into(),
+        plugin: shared("relay"),
         attempt_name: "attempt relay".into(),
         subscriptions: vec![Traced {
             pattern: "in.>".into(),
+            template: shared("in.>"),
             span_name: "process in.>".into(),
-            group: Some("workers".into()),
+            group: Some(shared("workers")),
         }],
     })));
     (provider, tracing)
