@@ -143,8 +143,10 @@ struct Active<'p> {
     unpublished: bool,
 }
 
-/// One attempt's span, when tracing is on.
-pub struct AttemptTrace(Option<SdkSpan>);
+/// One attempt's span, when it is recorded. Boxed: it is held across the
+/// attempt, and an unboxed span would grow every event's future by the size
+/// of a span's data, traced or not.
+pub struct AttemptTrace(Option<Box<SdkSpan>>);
 
 impl<'p> EventTrace<'p> {
     /// Start the `process` span of `event` (nothing when tracing is off).
@@ -196,9 +198,11 @@ impl<'p> EventTrace<'p> {
         }
     }
 
-    /// Start the span of attempt number `attempt`.
+    /// Start the span of attempt number `attempt`. None under a `process`
+    /// span that is not recorded: the sampler is parent-based, so its
+    /// children would not be either.
     pub fn attempt(&self, attempt: u32) -> AttemptTrace {
-        let Some(active) = &self.on else {
+        let Some(active) = self.on.as_ref().filter(|a| a.cx.span().is_recording()) else {
             return AttemptTrace(None);
         };
         let on = active.tracing;
@@ -207,10 +211,8 @@ impl<'p> EventTrace<'p> {
             .span_builder(on.attempt_name.clone())
             .with_kind(SpanKind::Internal)
             .start_with_context(&on.tracer, &active.cx);
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new("weir.attempt", i64::from(attempt)));
-        }
-        AttemptTrace(Some(span))
+        span.set_attribute(KeyValue::new("weir.attempt", i64::from(attempt)));
+        AttemptTrace(Some(Box::new(span)))
     }
 
     /// End an attempt's span with what it decided (`held`: the circuit
