@@ -117,8 +117,6 @@ pub enum Finish<'f> {
     Settled(Settle),
     /// Held while the circuit is open; it runs again later (another span).
     Held,
-    /// Handed back to the transport unstarted or unfinished (shutdown).
-    HandedBack,
     /// A final failure; `stored`: whether its dead letter was.
     DeadLettered {
         failure: &'f Failure,
@@ -278,7 +276,7 @@ impl<'p> EventTrace<'p> {
     }
 
     /// Whether [`stamp`](Self::stamp) may change a message carrying the
-    /// event's own headers (a dead letter): only when a span is recorded.
+    /// event's own headers (a dead letter): only when tracing is on.
     pub fn rewrites(&self) -> bool {
         self.on.is_some()
     }
@@ -298,7 +296,7 @@ impl<'p> EventTrace<'p> {
                 Finish::Settled(Settle::Unfinished(_)) => {
                     ("outputs-unconfirmed", Some(("outputs-unconfirmed", None)))
                 }
-                Finish::Settled(Settle::HandBack) | Finish::HandedBack => ("handed-back", None),
+                Finish::Settled(Settle::HandBack) => ("handed-back", None),
                 Finish::Settled(Settle::DeadLettered) => ("dead-lettered", None),
                 Finish::Held => ("held", Some((retried, None))),
                 Finish::DeadLettered { failure, stored } => (
