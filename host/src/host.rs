@@ -85,7 +85,10 @@ fn load_one(
     // Traced, the guest's log lines are kept too: they become span events.
     let mut plugin = Plugin::load(runtime, &bundle, config, traces.is_on())
         .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
-    plugin.tracing = traced(&plugin, traces);
+    let name = plugin.name();
+    let subscriptions = (plugin.manifest.subscribe.iter())
+        .map(|s| (s.subject.clone(), transport::consumer_group(name, s)));
+    plugin.tracing = pipeline::PluginTracing::new(traces, name, subscriptions);
     tracing::info!(
         plugin = plugin.name(),
         version = %plugin.manifest.version,
@@ -94,20 +97,6 @@ fn load_one(
         "plugin loaded"
     );
     Ok(plugin)
-}
-
-/// The spans of `plugin`'s events: per subscription, its pattern and its
-/// consumer group (the queue group, or the JetStream durable).
-fn traced(plugin: &Plugin, traces: &Traces) -> pipeline::PluginTracing {
-    let name = plugin.name();
-    let subscriptions = plugin.manifest.subscribe.iter().map(|s| {
-        let group = match s.mode {
-            DeliveryMode::Core => s.queue.clone(),
-            DeliveryMode::Jetstream => Some(jetstream::durable_name(name, s)),
-        };
-        (s.subject.clone(), group)
-    });
-    pipeline::PluginTracing::new(traces, name, subscriptions)
 }
 
 /// A running host.
