@@ -18,6 +18,7 @@ use crate::pipeline;
 use crate::plugin::{Plugin, Stats};
 use crate::sandbox::Runtime;
 use crate::telemetry;
+use crate::telemetry::traces::Traces;
 use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
 
 /// A bundle that was not loaded, and why.
@@ -34,8 +35,8 @@ pub struct Loaded {
 }
 
 /// Load every bundle the config names. A bad bundle is refused with its
-/// reason and the others load.
-pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
+/// reason and the others load. Their events are traced through `traces`.
+pub fn load_plugins(runtime: &Runtime, config: &HostConfig, traces: &Traces) -> Loaded {
     let mut folders: Vec<PathBuf> = Vec::new();
     let mut refused = Vec::new();
     for dir in &config.plugins.dirs {
@@ -52,7 +53,7 @@ pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
     let mut names = HashSet::new();
     let mut plugins = Vec::new();
     for folder in folders {
-        match load_one(runtime, config, &folder) {
+        match load_one(runtime, config, &folder, traces) {
             Ok(plugin) if !names.insert(plugin.name().to_owned()) => refused.push(Refused {
                 reason: format!(
                     "{}: name: another bundle already uses the name {:?}",
@@ -74,10 +75,20 @@ pub fn load_plugins(runtime: &Runtime, config: &HostConfig) -> Loaded {
     Loaded { plugins, refused }
 }
 
-fn load_one(runtime: &Runtime, config: &HostConfig, folder: &Path) -> Result<Plugin, String> {
+fn load_one(
+    runtime: &Runtime,
+    config: &HostConfig,
+    folder: &Path,
+    traces: &Traces,
+) -> Result<Plugin, String> {
     let bundle = Bundle::load(folder, config.sandbox.max_memory_mb).map_err(|e| e.to_string())?;
-    let plugin = Plugin::load(runtime, &bundle, config, false)
+    // Traced, the guest's log lines are kept too: they become span events.
+    let mut plugin = Plugin::load(runtime, &bundle, config, traces.is_on())
         .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    let name = plugin.name();
+    let subscriptions = (plugin.manifest.subscribe.iter())
+        .map(|s| (s.subject.clone(), transport::consumer_group(name, s)));
+    plugin.tracing = pipeline::PluginTracing::new(traces, name, subscriptions);
     tracing::info!(
         plugin = plugin.name(),
         version = %plugin.manifest.version,
@@ -106,6 +117,8 @@ pub struct Host {
     metrics_addr: Option<std::net::SocketAddr>,
     /// This host as an instance of the `weir` NATS micro-service.
     service: async_nats::service::Service,
+    /// Span export; flushed once the events are finished.
+    traces: Traces,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -131,10 +144,12 @@ impl Host {
             None => None,
         };
         let runtime = Arc::new(Runtime::new(&config.sandbox)?);
+        let traces = Traces::start(&config.telemetry)?;
         let Loaded { plugins, refused } = {
             let runtime = runtime.clone();
             let config = config.clone();
-            tokio::task::spawn_blocking(move || load_plugins(&runtime, &config))
+            let traces = traces.clone();
+            tokio::task::spawn_blocking(move || load_plugins(&runtime, &config, &traces))
                 .await
                 .context("plugin loading panicked")?
         };
@@ -265,6 +280,7 @@ impl Host {
             service,
             telemetry_stop,
             metrics_addr,
+            traces,
             plugins,
             refused,
             sink,
@@ -307,9 +323,9 @@ impl Host {
                 self.grace.as_millis()
             );
         }
-        transport::sync_with_server(self.sink.client())
+        let flushed = transport::sync_with_server(self.sink.client())
             .await
-            .context("cannot flush the last messages to NATS")?;
+            .context("cannot flush the last messages to NATS");
         for plugin in &self.plugins {
             let s = &plugin.stats;
             let get = Stats::get;
@@ -336,8 +352,10 @@ impl Host {
         if let Err(e) = self.service.stop().await {
             tracing::debug!(error = %e, "cannot stop the weir NATS service");
         }
+        // After the events: their spans are all ended.
+        self.traces.shutdown().await;
         self.telemetry_stop.cancel();
-        Ok(())
+        flushed
     }
 }
 

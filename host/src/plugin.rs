@@ -31,6 +31,9 @@ pub struct Plugin {
     pub(crate) warned_jetstream_reply: AtomicBool,
     /// The wasm's SHA-256 (hex), for `weir_plugin_info`; empty for a native handler.
     pub sha256: String,
+    /// Spans of this plugin's events: off unless the host exports traces
+    /// (`[telemetry] otlp_endpoint`), which sets it after loading.
+    pub tracing: crate::pipeline::PluginTracing,
 }
 
 impl Plugin {
@@ -130,6 +133,7 @@ impl Plugin {
             circuit: manifest_circuit,
             warned_jetstream_reply: AtomicBool::new(false),
             sha256: String::new(),
+            tracing: crate::pipeline::PluginTracing::off(),
         }
     }
 

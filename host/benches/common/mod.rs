@@ -43,6 +43,26 @@ pub async fn dispatch(plugin: &Plugin, event: &Event) -> usize {
     }
 }
 
+/// [`dispatch`] with the pipeline's trace hooks, in the order `serve` runs
+/// them: the event's `process` span, the attempt's span, the trace context
+/// written on the outputs, the end of the `process` span. With the plugin's
+/// tracing off these only pass an incoming `traceparent` on.
+pub async fn dispatch_traced(plugin: &Plugin, event: &Event) -> usize {
+    let mut trace = pipeline::EventTrace::begin(&plugin.tracing, event);
+    let span = trace.attempt(event.attempt);
+    let pipeline::Attempt { outcome, logs } = pipeline::attempt(plugin, event).await;
+    trace.attempt_ended(span, &outcome, &logs, false);
+    match outcome {
+        Outcome::Done(mut outputs) => {
+            pipeline::stamp_outputs(event, &mut outputs);
+            trace.stamp_all(event, &mut outputs);
+            trace.end(event, pipeline::Finish::Settled(pipeline::Settle::Done));
+            outputs.len()
+        }
+        other => panic!("benchmark handler failed: {other:?}"),
+    }
+}
+
 /// A nats-server with JetStream on a port it picks itself, killed on drop.
 pub struct Server {
     child: std::process::Child,

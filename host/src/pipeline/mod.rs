@@ -9,6 +9,9 @@
 //! It knows nothing of NATS: the transport implements [`Delivery`] (core and
 //! JetStream) and [`Sink`], and maps a [`Settle`] onto its own
 //! acknowledgements, so every path here is testable in memory.
+//!
+//! [`trace`] gives each event its spans and writes W3C trace context on what
+//! it leads to (outputs, replies, dead letters).
 
 use std::future::Future;
 
@@ -20,11 +23,13 @@ mod held;
 mod letters;
 mod republish;
 mod serve;
+pub mod trace;
 
 pub use circuit::Circuit;
 pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};
 pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve};
+pub use trace::{EventTrace, Finish, PluginTracing};
 
 /// Where the pipeline's results go: implemented by the transport.
 pub trait Sink: Send + Sync + 'static {

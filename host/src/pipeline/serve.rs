@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::circuit::Verdict;
-use super::decide::{Outcome, admit, attempt, stamp_outputs};
+use super::decide::{Attempt, Outcome, admit, attempt, stamp_outputs};
 use super::held::{Held, log_change};
 use super::letters::DeadLetter;
+use super::trace::{EventTrace, Finish};
 use super::{Sink, error_reply};
 use crate::event::{Event, Failure, FailureKind, Message};
 use crate::plugin::{Plugin, Stats};
@@ -188,14 +189,19 @@ impl<S: Sink> Run<'_, S> {
             None if redelivers => unstored.take(&event.id),
             None => None,
         };
-        let work = self.run(&mut event, refused, redelivers);
+        let mut trace = EventTrace::begin(&plugin.tracing, &event);
+        let work = self.run(&mut event, refused, redelivers, &mut trace);
         let ending = match delivery.progress_every() {
             Some(every) => with_progress(&delivery, every, work).await,
             None => work.await,
         };
         let settle = match ending {
-            Ending::Settled(settle) => settle,
+            Ending::Settled(settle) => {
+                trace.end(&event, Finish::Settled(settle));
+                settle
+            }
             Ending::Hold => {
+                trace.end(&event, Finish::Held);
                 Stats::bump(&plugin.stats.held);
                 let item = Inbound {
                     event,
@@ -216,7 +222,18 @@ impl<S: Sink> Run<'_, S> {
             }
             Ending::Failed(failure) => {
                 let origin = origin.as_ref().map(|(s, q)| (s.as_str(), *q));
-                if dead_letter(plugin, self.sink, &event, &failure, first_seen, origin).await {
+                let stored = dead_letter(
+                    plugin, self.sink, &event, &failure, first_seen, origin, &trace,
+                )
+                .await;
+                trace.end(
+                    &event,
+                    Finish::DeadLettered {
+                        failure: &failure,
+                        stored,
+                    },
+                );
+                if stored {
                     Settle::DeadLettered
                 } else {
                     if redelivers {
@@ -231,7 +248,13 @@ impl<S: Sink> Run<'_, S> {
 
     /// Admit, then attempt (retrying in-process unless the transport
     /// redelivers), then publish the outputs.
-    async fn run(&self, event: &mut Event, refused: Option<Failure>, redelivers: bool) -> Ending {
+    async fn run(
+        &self,
+        event: &mut Event,
+        refused: Option<Failure>,
+        redelivers: bool,
+        trace: &mut EventTrace<'_>,
+    ) -> Ending {
         let (plugin, stop) = (self.plugin, self.stop);
         let policy = &plugin.manifest.retry;
         if let Some(failure) = refused {
@@ -260,8 +283,11 @@ impl<S: Sink> Run<'_, S> {
         }
         let mut probe = self.probe;
         loop {
-            let outcome = attempt(plugin, event).await.outcome;
-            if self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers) {
+            let span = trace.attempt(event.attempt);
+            let Attempt { outcome, logs } = attempt(plugin, event).await;
+            let held = self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers);
+            trace.attempt_ended(span, &outcome, &logs, held);
+            if held {
                 if let Outcome::Retry { failure, .. } | Outcome::DeadLetter(failure) = &outcome {
                     plugin.stats.attempt_failed(failure.kind);
                 }
@@ -269,7 +295,8 @@ impl<S: Sink> Run<'_, S> {
             }
             match outcome {
                 Outcome::Done(outputs) => {
-                    return publish(plugin, self.sink, event, outputs, redelivers, stop).await;
+                    return publish(plugin, self.sink, event, outputs, redelivers, stop, trace)
+                        .await;
                 }
                 Outcome::Retry { delay, failure } => {
                     note_retry(plugin, event, delay, &failure);
@@ -342,8 +369,10 @@ async fn publish<S: Sink>(
     mut outputs: Vec<Message>,
     confirm: bool,
     stop: &CancellationToken,
+    trace: &mut EventTrace<'_>,
 ) -> Ending {
     stamp_outputs(event, &mut outputs);
+    trace.stamp_all(event, &mut outputs);
     let count = outputs.len();
     let started = std::time::Instant::now();
     match super::republish::publish_until_taken(plugin, sink, outputs, confirm, stop).await {
@@ -370,6 +399,7 @@ async fn publish<S: Sink>(
                     plugin.manifest.retry.delay_after(event.attempt),
                 ))
             } else {
+                trace.outputs_unpublished();
                 tracing::error!(
                     plugin = plugin.name(), event = %event.id, subject = %event.subject,
                     error = %format!("{e:#}"), "cannot publish outputs"
@@ -411,7 +441,7 @@ async fn with_progress<D: Delivery, T>(
 
 /// Dead-letter `event` after `failure`, and answer its requester if it has one.
 /// Returns whether the dead letter was stored; one that was not is an error
-/// line and a count, never a success.
+/// line and a count, never a success. Both carry the event's trace context.
 pub(crate) async fn dead_letter<S: Sink>(
     plugin: &Plugin,
     sink: &S,
@@ -419,18 +449,23 @@ pub(crate) async fn dead_letter<S: Sink>(
     failure: &Failure,
     first_seen: SystemTime,
     origin: Option<(&str, u64)>,
+    trace: &EventTrace<'_>,
 ) -> bool {
     // Whatever path led here (admit strips it too), a producer token never
     // reaches the dead-letter queue.
-    let stripped;
-    let event = match &plugin.auth {
-        Some(_) if event.header(crate::auth::token::AUTHORIZATION).is_some() => {
-            let mut copy = event.clone();
+    let token = plugin.auth.is_some() && event.header(crate::auth::token::AUTHORIZATION).is_some();
+    let copied;
+    let event = if token || trace.rewrites() {
+        let mut copy = event.clone();
+        if token {
             crate::auth::token::take_authorization(&mut copy.headers);
-            stripped = copy;
-            &stripped
         }
-        _ => event,
+        // Before the letter is measured against max_payload.
+        trace.stamp(event, &mut copy.headers);
+        copied = copy;
+        &copied
+    } else {
+        event
     };
     let letter = DeadLetter {
         plugin: plugin.name(),
@@ -468,10 +503,11 @@ pub(crate) async fn dead_letter<S: Sink>(
             false
         }
     };
-    if let Some(reply) = error_reply(event, failure)
-        && let Err(e) = sink.publish(vec![reply], false).await
-    {
-        tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
+    if let Some(mut reply) = error_reply(event, failure) {
+        trace.stamp(event, &mut reply.headers);
+        if let Err(e) = sink.publish(vec![reply], false).await {
+            tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
+        }
     }
     stored
 }

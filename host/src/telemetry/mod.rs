@@ -6,5 +6,6 @@ pub mod http;
 pub mod lag;
 pub mod logs;
 pub mod metrics;
+pub mod traces;
 
 pub use logs::{command_filter, host_filter, init};

@@ -127,6 +127,15 @@ fn header_fault(raw: &[u8]) -> String {
     "a header line does not parse".into()
 }
 
+/// Who shares a subscription's events: its queue group (core) or its
+/// durable consumer (JetStream); `None` for a plain core subscription.
+pub fn consumer_group(plugin: &str, sub: &crate::config::Subscription) -> Option<String> {
+    match sub.mode {
+        crate::config::DeliveryMode::Core => sub.queue.clone(),
+        crate::config::DeliveryMode::Jetstream => Some(jetstream::durable_name(plugin, sub)),
+    }
+}
+
 pub fn from_header_map(map: &HeaderMap) -> Headers {
     let mut out = Vec::new();
     for (name, values) in map.iter() {
