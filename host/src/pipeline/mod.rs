@@ -24,6 +24,7 @@ mod letters;
 mod republish;
 mod serve;
 pub mod trace;
+mod unstored;
 
 pub use circuit::Circuit;
 pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};

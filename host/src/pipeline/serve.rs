@@ -3,9 +3,8 @@
 //! outputs or dead letter → [`Settle`], which the event's [`Delivery`] maps
 //! onto the transport's acknowledgements.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -17,6 +16,7 @@ use super::decide::{Attempt, Outcome, admit, attempt, stamp_outputs};
 use super::held::{Held, log_change};
 use super::letters::DeadLetter;
 use super::trace::{EventTrace, Finish};
+use super::unstored::Unstored;
 use super::{Sink, error_reply};
 use crate::event::{Event, Failure, FailureKind, Message};
 use crate::plugin::{Plugin, Stats};
@@ -121,36 +121,6 @@ pub async fn serve<D: Delivery, S: Sink>(
         });
     }
     held.hand_back_all().await;
-}
-
-/// Final failures whose dead letter could not be stored, by event id. When
-/// the transport delivers such an event again, its dead letter is tried
-/// again with the same failure and the handler is not run: its fate was
-/// decided, only the storing failed. Without this, an event delivered again
-/// past `max_attempts` would be dead-lettered as `retry-exhausted`
-/// ("delivered N times without a result"), its real failure (a `reject`,
-/// say) lost. Per host: another host that gets the event runs it again.
-#[derive(Default)]
-struct Unstored(Mutex<HashMap<String, Failure>>);
-
-/// Bound on [`Unstored`]: when full, one entry makes room (that event falls
-/// back to being run again, or to `retry-exhausted`).
-const MAX_UNSTORED: usize = 10_000;
-
-impl Unstored {
-    fn take(&self, id: &str) -> Option<Failure> {
-        self.0.lock().ok()?.remove(id)
-    }
-
-    fn keep(&self, id: &str, failure: Failure) {
-        let Ok(mut map) = self.0.lock() else { return };
-        if map.len() >= MAX_UNSTORED
-            && let Some(any) = map.keys().next().cloned()
-        {
-            map.remove(&any);
-        }
-        map.insert(id.to_owned(), failure);
-    }
 }
 
 /// One event's run: what it needs from the serve loop.

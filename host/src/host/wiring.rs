@@ -1,0 +1,189 @@
+//! How one plugin is wired to NATS when the host starts: its core
+//! subscriptions and durable consumers, its readers, its circuit follower and
+//! its pipeline; the consumers the lag poller watches; `--dev` streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DeliveryMode, StreamSpec};
+use crate::pipeline;
+use crate::plugin::Plugin;
+use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
+
+/// Subscribe all of one plugin's subscriptions, then start its readers and
+/// its pipeline.
+pub(super) async fn subscribe_plugin(
+    client: &async_nats::Client,
+    sink: &Arc<NatsSink>,
+    plugin: &Arc<Plugin>,
+    ctx: &Running,
+) -> anyhow::Result<()> {
+    let manifest = &plugin.manifest;
+    // JetStream deliveries wait in the queue with their ack timer running:
+    // keep that wait short.
+    let has_jetstream = manifest
+        .subscribe
+        .iter()
+        .any(|s| s.mode == DeliveryMode::Jetstream);
+    let capacity = if has_jetstream {
+        manifest.limits.max_in_flight as usize
+    } else {
+        manifest.limits.queue as usize
+    };
+    let (tx, rx) = mpsc::channel(capacity);
+    // Subscribe everything first: a failure refuses the plugin before any
+    // reader starts.
+    let mut core = Vec::new();
+    let mut pulls = Vec::new();
+    let mut specs = Vec::new();
+    for sub in &manifest.subscribe {
+        match sub.mode {
+            DeliveryMode::Core => {
+                core.push(transport::core::subscribe(client, plugin.name(), sub).await?)
+            }
+            DeliveryMode::Jetstream => {
+                let js = sink.jetstream().context(
+                    "jetstream subscription, but the NATS server has no JetStream for this account",
+                )?;
+                let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
+                let consumer = jetstream::bind_consumer(js, &spec).await?;
+                // Paused on the server (an open circuit, `weir pause`): this
+                // host joins in.
+                let info = consumer.cached_info();
+                if info.paused
+                    && let Some(left) = info.pause_remaining
+                {
+                    let now = tokio::time::Instant::now();
+                    if plugin.circuit.open_until(now, now + left).is_some() {
+                        tracing::warn!(
+                            plugin = plugin.name(),
+                            consumer = spec.durable(),
+                            remaining_ms = left.as_millis() as u64,
+                            "the consumer is paused on the server: circuit open"
+                        );
+                    }
+                }
+                specs.push(spec.clone());
+                pulls.push((js.clone(), spec, consumer));
+            }
+        }
+    }
+    let consumers = transport::circuit::Consumers {
+        js: sink.jetstream().cloned(),
+        specs,
+    };
+    let follower = transport::circuit::Follower::subscribe(
+        client,
+        plugin,
+        consumers,
+        ctx.features,
+        &ctx.host_id,
+    )
+    .await?;
+    let feed = Feed {
+        plugin: plugin.name().into(),
+        stats: plugin.stats.clone(),
+        queue: tx,
+    };
+    for subscriber in core {
+        ctx.feeders.spawn(transport::core::read(
+            subscriber,
+            feed.clone(),
+            manifest.limits.queue,
+            ctx.ids.clone(),
+            ctx.stop.clone(),
+        ));
+    }
+    let pull = jetstream::PullSettings::new(manifest, ctx.grace);
+    for (js, spec, consumer) in pulls {
+        ctx.feeders.spawn(jetstream::read(
+            js,
+            spec,
+            consumer,
+            feed.clone(),
+            pull,
+            ctx.stop.clone(),
+        ));
+    }
+    drop(feed);
+    ctx.feeders.spawn(follower.run(ctx.stop.clone()));
+    ctx.feeders.spawn(pipeline::serve(
+        plugin.clone(),
+        sink.clone(),
+        rx,
+        ctx.events.clone(),
+        ctx.stop.clone(),
+    ));
+    Ok(())
+}
+
+/// Every JetStream consumer the plugins pull from, for the lag poller.
+pub(super) fn watched_consumers(plugins: &[Arc<Plugin>]) -> Vec<transport::lag::Watched> {
+    let mut watched = Vec::new();
+    for plugin in plugins {
+        for sub in &plugin.manifest.subscribe {
+            if sub.mode != DeliveryMode::Jetstream {
+                continue;
+            }
+            if let Ok(spec) = jetstream::ConsumerSpec::new(&plugin.manifest, sub) {
+                watched.push(transport::lag::Watched {
+                    plugin: plugin.name().to_owned(),
+                    stream: spec.stream.clone(),
+                    consumer: spec.durable().to_owned(),
+                });
+            }
+        }
+    }
+    watched
+}
+
+/// What every plugin's readers and pipeline share.
+pub(super) struct Running {
+    pub(super) ids: Arc<IdSource>,
+    /// Readers and pipelines.
+    pub(super) feeders: TaskTracker,
+    /// One task per event in flight.
+    pub(super) events: TaskTracker,
+    pub(super) stop: CancellationToken,
+    pub(super) grace: Duration,
+    /// What the server offers (consumer pause, for circuits).
+    pub(super) features: transport::server::Features,
+    /// This host among the fleet, in circuit control messages.
+    pub(super) host_id: String,
+}
+
+/// `--dev`: a file stream per jetstream subscription whose stream is neither
+/// declared nor requested twice, capturing the subscription's subject.
+pub(super) fn dev_stream_specs(
+    plugins: &[Arc<Plugin>],
+    declared: &[StreamSpec],
+) -> Vec<StreamSpec> {
+    let mut specs: Vec<StreamSpec> = Vec::new();
+    for plugin in plugins {
+        for sub in &plugin.manifest.subscribe {
+            let Some(name) = &sub.stream else { continue };
+            if declared.iter().any(|s| &s.name == name) {
+                continue;
+            }
+            match specs.iter_mut().find(|s| &s.name == name) {
+                Some(spec) if !spec.subjects.contains(&sub.subject) => {
+                    spec.subjects.push(sub.subject.clone())
+                }
+                Some(_) => {}
+                None => specs.push(StreamSpec {
+                    name: name.clone(),
+                    subjects: vec![sub.subject.clone()],
+                    memory: false,
+                    duplicate_window_ms: 120_000,
+                    replicas: 1,
+                }),
+            }
+        }
+    }
+    specs
+}
