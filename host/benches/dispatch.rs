@@ -228,6 +228,7 @@ fn main() {
     let mut native_us = None;
     let mut current_us = 0.0;
     let mut traced_events = 0u64;
+    let mut summary = serde_json::Map::new();
     for (name, path, plugin) in &ordered {
         let mut runs: Vec<f64> = (0..5)
             .map(|_| {
@@ -256,7 +257,32 @@ fn main() {
             us / base,
             us / current_us
         );
+        summary.insert(
+            format!("{name}{}", path.label()),
+            serde_json::json!({
+                "us_per_event": us, "x_native": us / base, "x_untraced": us / current_us,
+            }),
+        );
     }
+    // The metrics' share: what the pipeline records per event (counters, the
+    // queued and in-flight gauges, the attempt and confirm histograms and the
+    // clock reads they need), timed alone, against each handler's dispatch.
+    let stats = weir_host::plugin::Stats::default();
+    let metrics_us = {
+        let mut runs: Vec<f64> = (0..5).map(|_| metrics_per_event_us(&stats)).collect();
+        runs.sort_by(f64::total_cmp);
+        runs[2]
+    };
+    let untraced_us: Vec<(&str, f64)> = summary
+        .iter()
+        .filter(|(k, _)| !k.contains(", tracing"))
+        .filter_map(|(k, v)| Some((k.as_str(), v["us_per_event"].as_f64()?)))
+        .collect();
+    println!("metrics, per event: {metrics_us:.3} µs, that is");
+    for (name, us) in &untraced_us {
+        println!("  {:<56} {:>9.3}× its dispatch", name, metrics_us / us);
+    }
+    summary.insert("metrics_us_per_event".into(), serde_json::json!(metrics_us));
     otel_rt.block_on(traces.shutdown());
     println!(
         "tracing on: {} spans made in the summary runs (2 per event, criterion's not counted), \
@@ -265,4 +291,27 @@ fn main() {
         traced_events * 2,
         received.load(Ordering::Relaxed)
     );
+    println!("SUMMARY {}", serde_json::Value::Object(summary));
+}
+
+/// The per-event metric work of the pipeline (see `serve`, `attempt`,
+/// `publish` and the readers), µs per event over 200,000 events.
+fn metrics_per_event_us(stats: &weir_host::plugin::Stats) -> f64 {
+    use weir_host::plugin::Stats;
+    const N: u32 = 200_000;
+    let start = Instant::now();
+    for _ in 0..N {
+        Stats::bump(&stats.received);
+        Stats::bump_gauge(&stats.queued);
+        Stats::drop_gauge(&stats.queued);
+        let running = Stats::up(&stats.in_flight);
+        let attempt = Instant::now();
+        stats.attempt_seconds.observe(black_box(attempt.elapsed()));
+        let confirm = Instant::now();
+        stats.confirm_seconds.observe(black_box(confirm.elapsed()));
+        Stats::add(&stats.outputs_published, 1);
+        Stats::bump(&stats.succeeded);
+        drop(running);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(N)
 }
