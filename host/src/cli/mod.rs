@@ -5,7 +5,7 @@
 //! - this file: the top-level parser, the entry point, and what every command
 //!   shares (loading the config, connecting to NATS).
 //! - [`up`]: `weir up`.
-//! - [`test`]: `weir test`.
+//! - [`test`]: `weir test`; [`bench`]: `weir bench`.
 //! - [`pubsub`]: `weir pub` and `weir sub`.
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
 //! - [`cache`]: `weir cache [prune|clear]`.
@@ -27,6 +27,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{HostConfig, ServerUrls};
 use crate::transport;
 
+pub mod bench;
 pub mod bundle;
 pub mod cache;
 pub mod circuit;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Run a plugin on fixture events, without NATS; exit 1 on a mismatch with
     /// --expect, or a crash.
     Test(TestArgs),
+    /// Time a plugin on fixture events, without NATS, in both isolation modes:
+    /// µs/event (p50, p99), events/s per core, instance memory high-water.
+    Bench(bench::BenchArgs),
     /// Publish messages (a small producer for demos and checks).
     Pub(PubArgs),
     /// Print messages arriving on a subject.
@@ -157,6 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::up(args, global).await,
         Command::Test(args) => test::test(args, global).await,
+        Command::Bench(args) => bench::bench(args, global).await,
         Command::Pub(args) => pubsub::publish(args, global).await,
         Command::Sub(args) => pubsub::subscribe(args, global).await,
         Command::Keys(args) => crate::auth::commands::keys(args, global.json),

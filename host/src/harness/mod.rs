@@ -7,6 +7,7 @@
 //! - [`fixture`]: fixture files (the events) and `[config]` overrides.
 //! - [`expect`]: `--expect` files and the comparison.
 //! - [`report`]: what a run reports, as JSON or text.
+//! - [`bench`]: `weir bench`, the same fixtures timed in both isolation modes.
 //!
 //! The command line is `cli::test`.
 //!
@@ -30,6 +31,7 @@ use crate::pipeline::{self, Outcome};
 use crate::plugin::Plugin;
 use crate::sandbox::Runtime;
 
+pub mod bench;
 pub mod expect;
 pub mod fixture;
 pub mod report;

@@ -25,6 +25,9 @@ pub struct RunOutput {
     /// The attempt found no free instance slot in the pool
     /// (`sandbox.max_instances` instances alive already).
     pub no_slot: bool,
+    /// The instance's largest linear memory so far, in bytes (a warm
+    /// instance's since it was made); 0 for a native handler.
+    pub memory_peak: usize,
 }
 
 /// A handler compiled into the host, run through the same output checks as a
@@ -124,6 +127,7 @@ impl Executor {
                     result,
                     logs: Vec::new(),
                     no_slot: false,
+                    memory_peak: 0,
                 }
             }
         }
@@ -181,6 +185,7 @@ impl WasmExecutor {
                     result: Err(failure),
                     logs: Vec::new(),
                     no_slot,
+                    memory_peak: 0,
                 };
             }
         };
@@ -209,6 +214,7 @@ impl WasmExecutor {
             Ok(Ok(returned)) => (self.finish(state, returned), true),
         };
         let logs = std::mem::take(&mut state.call.logs);
+        let memory_peak = state.limiter.peak;
         state.limiter.hit = false;
         warm.served += 1;
         if healthy
@@ -221,6 +227,7 @@ impl WasmExecutor {
             result,
             logs,
             no_slot: false,
+            memory_peak,
         }
     }
 

@@ -53,6 +53,7 @@ impl State {
             limiter: MemoryLimiter {
                 max_bytes: shared.memory_bytes,
                 hit: false,
+                peak: 0,
             },
             shared,
             call: CallState::default(),
@@ -77,6 +78,8 @@ impl WasiView for State {
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
     pub(super) hit: bool,
+    /// The largest linear memory granted so far (initial sizes included).
+    pub(super) peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -90,6 +93,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
+/// `weir bench`: both isolation modes timed.
+mod bench;
 /// `weir dlq list` columns and JSON, `weir dlq replay --payload`.
 mod dlq;
 /// Global flags before or after the command, `RUST_LOG` and `WEIR_LOG`.
