@@ -21,7 +21,8 @@
 //! `cargo bench -p weir-host --bench core_relay` (plugins built first:
 //! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 100000).
 //! `WEIR_BENCH_ONLY=weir_reuse` (comma-separated keys) runs only those
-//! relays, e.g. under a profiler. The last line is `SUMMARY {json}`.
+//! relays, e.g. under a profiler; `WEIR_BENCH_LATENCY_RATE` paces every
+//! latency run at that many events/s instead. The last line is `SUMMARY {json}`.
 
 mod common;
 #[path = "core_relay/load.rs"]
@@ -136,10 +137,15 @@ fn main() {
                 );
             }
         }
+        let fixed_rate = std::env::var("WEIR_BENCH_LATENCY_RATE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|r| *r > 0.0);
         for round in 0..rounds {
             for relay in order(round + 1) {
                 let f = figures.get_mut(relay.key()).expect("every relay");
-                let rate = spread(&f.rates).0 / 2.0;
+                // Half this relay's median throughput, or one rate for all.
+                let rate = fixed_rate.unwrap_or(spread(&f.rates).0 / 2.0);
                 let events = ((rate * LATENCY_SECS) as u64).clamp(1_000, n);
                 let running = setup.start(relay).await;
                 driver.until_relaying().await;
