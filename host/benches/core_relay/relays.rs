@@ -1,0 +1,173 @@
+//! The relays under test, each started on its own connection and stopped
+//! after its run: native async-nats, raw wasmtime (fresh or warm), and weir
+//! (an in-process `Host` with the relay bundle, either isolation).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt as _;
+use weir_host::config::HostConfig;
+use weir_host::host::Host;
+
+use super::raw::{self, Raw};
+
+/// Events weir may queue before it sheds: room for a whole flat-out run, as
+/// the native relays get from their subscription buffer.
+const WEIR_QUEUE: u32 = 1 << 18;
+/// Events weir runs at once (as the JetStream bench).
+const WEIR_IN_FLIGHT: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    Native,
+    RawFresh,
+    RawWarm,
+    WeirEvent,
+    WeirReuse,
+}
+
+impl Relay {
+    pub const ALL: [Relay; 5] = [
+        Relay::Native,
+        Relay::RawWarm,
+        Relay::RawFresh,
+        Relay::WeirReuse,
+        Relay::WeirEvent,
+    ];
+
+    /// The figure's name in the table and the SUMMARY line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Relay::Native => "native",
+            Relay::RawFresh => "raw_fresh",
+            Relay::RawWarm => "raw_warm",
+            Relay::WeirEvent => "weir_event",
+            Relay::WeirReuse => "weir_reuse",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Relay::Native => "native async-nats relay",
+            Relay::RawFresh => "raw wasmtime, fresh instance per event",
+            Relay::RawWarm => "raw wasmtime, one warm instance",
+            Relay::WeirEvent => "weir, isolation = event",
+            Relay::WeirReuse => "weir, isolation = reuse",
+        }
+    }
+
+    pub fn is_weir(self) -> bool {
+        matches!(self, Relay::WeirEvent | Relay::WeirReuse)
+    }
+}
+
+/// What the relays need to start: the server, the compiled raw relay, and
+/// weir's bundles.
+pub struct Setup {
+    pub url: String,
+    pub raw: Raw,
+    bundles: PathBuf,
+}
+
+/// A relay that is running.
+pub enum Running {
+    Task(tokio::task::JoinHandle<()>),
+    Weir(Host),
+}
+
+/// The best native setup known: one client with room for a whole run in its
+/// subscription buffer (the default 65,536 overflowed silently, NATS.md), no
+/// flush per message.
+pub async fn relay_client(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await
+        .expect("connect the relay")
+}
+
+impl Setup {
+    pub fn new(url: String, repo: &Path, dir: &Path) -> Self {
+        let relay = repo.join("plugins/relay");
+        let bundles = dir.to_path_buf();
+        for isolation in ["event", "reuse"] {
+            bundle(&relay, &bundles.join(isolation), isolation);
+        }
+        Self {
+            raw: Raw::load(&relay.join("relay.wasm")),
+            url,
+            bundles,
+        }
+    }
+
+    pub async fn start(&self, relay: Relay) -> Running {
+        match relay {
+            Relay::Native => Running::Task(native(&self.url).await),
+            Relay::RawFresh => Running::Task(raw::start(&self.url, self.raw.clone(), true).await),
+            Relay::RawWarm => Running::Task(raw::start(&self.url, self.raw.clone(), false).await),
+            Relay::WeirEvent => Running::Weir(self.weir("event").await),
+            Relay::WeirReuse => Running::Weir(self.weir("reuse").await),
+        }
+    }
+
+    async fn weir(&self, isolation: &str) -> Host {
+        let mut config = HostConfig::default();
+        config.nats.url = self.url.parse().expect("the bench server URL parses");
+        config.nats.subscription_capacity = 1 << 20;
+        config.plugins.dirs = Vec::new();
+        config.plugins.bundles = vec![self.bundles.join(isolation)];
+        config.sandbox.cache_dir =
+            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"));
+        let host = Host::start(&config).await.expect("host starts");
+        assert!(host.refused().is_empty(), "{:?}", host.refused());
+        host
+    }
+}
+
+impl Running {
+    /// Stop the relay; weir's events shed (counted, never silently) and its
+    /// failed attempts.
+    pub async fn stop(self) -> (u64, u64) {
+        match self {
+            Running::Task(task) => {
+                task.abort();
+                let _ = task.await;
+                (0, 0)
+            }
+            Running::Weir(host) => {
+                let stats = &host.plugins()[0].stats;
+                let shed = stats.shed.load(Ordering::Relaxed)
+                    + stats.shed_circuit_open.load(Ordering::Relaxed);
+                let failed = stats.failed_attempts.load(Ordering::Relaxed);
+                host.stop().await.expect("stop");
+                (shed, failed)
+            }
+        }
+    }
+}
+
+async fn native(url: &str) -> tokio::task::JoinHandle<()> {
+    let client = relay_client(url).await;
+    let mut sub = client.subscribe("in.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(rest) = msg.subject.strip_prefix("in.") {
+                let _ = client.publish(format!("out.{rest}"), msg.payload).await;
+            }
+        }
+    })
+}
+
+/// `plugins/relay` as a bundle in `dst` with the bench's limits.
+fn bundle(src: &Path, dst: &Path, isolation: &str) {
+    std::fs::create_dir_all(dst).expect("bundle dir");
+    std::fs::copy(src.join("relay.wasm"), dst.join("relay.wasm"))
+        .expect("plugins/relay is built (scripts/build-plugins.sh)");
+    let manifest = std::fs::read_to_string(src.join("plugin.toml")).expect("relay plugin.toml");
+    assert!(!manifest.contains("[limits]"), "the relay sets no limits");
+    let limits = format!(
+        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {WEIR_IN_FLIGHT}\nqueue = {WEIR_QUEUE}\n"
+    );
+    std::fs::write(dst.join("plugin.toml"), manifest + &limits).expect("write manifest");
+}
