@@ -72,7 +72,7 @@ pub struct Setup {
 /// A relay that is running.
 pub enum Running {
     Task(tokio::task::JoinHandle<()>),
-    Weir(Host),
+    Weir(Box<Host>),
 }
 
 /// The best native setup known: one client with room for a whole run in its
@@ -105,8 +105,8 @@ impl Setup {
             Relay::Native => Running::Task(native(&self.url).await),
             Relay::RawFresh => Running::Task(raw::start(&self.url, self.raw.clone(), true).await),
             Relay::RawWarm => Running::Task(raw::start(&self.url, self.raw.clone(), false).await),
-            Relay::WeirEvent => Running::Weir(self.weir("event").await),
-            Relay::WeirReuse => Running::Weir(self.weir("reuse").await),
+            Relay::WeirEvent => Running::Weir(Box::new(self.weir("event").await)),
+            Relay::WeirReuse => Running::Weir(Box::new(self.weir("reuse").await)),
         }
     }
 
