@@ -69,16 +69,31 @@ async fn out_count(js: &jetstream::Context) -> u64 {
     stream.info().await.expect("info").state.messages
 }
 
-async fn wait_outputs(js: &jetstream::Context, n: usize) {
+/// Events/s from the first stored output seen to the `n`th: what the
+/// consumer sustains, its start-up (connect, compile, consumer creation)
+/// left out. Counts are polled every 5 ms.
+async fn outputs_per_second(js: &jetstream::Context, n: usize) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(600);
-    while out_count(js).await < n as u64 {
+    let (first, since) = loop {
+        let count = out_count(js).await;
+        if count > 0 {
+            break (count, Instant::now());
+        }
         assert!(Instant::now() < deadline, "benchmark stalled");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut count = first;
+    while count < n as u64 {
+        assert!(Instant::now() < deadline, "benchmark stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        count = out_count(js).await;
     }
+    let elapsed = since.elapsed().as_secs_f64().max(1e-6);
+    (n as u64).saturating_sub(first).max(1) as f64 / elapsed
 }
 
 /// The native limit: the same ack + publish discipline, no sandbox.
-async fn native(js: &jetstream::Context, n: usize) -> Duration {
+async fn native(js: &jetstream::Context, n: usize) -> f64 {
     let stream = js.get_stream(IN_STREAM).await.expect("in stream");
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
@@ -89,7 +104,6 @@ async fn native(js: &jetstream::Context, n: usize) -> Duration {
         })
         .await
         .expect("consumer");
-    let start = Instant::now();
     let messages = consumer
         .stream()
         .max_messages_per_batch(IN_FLIGHT)
@@ -115,9 +129,8 @@ async fn native(js: &jetstream::Context, n: usize) -> Duration {
             }
         }
     });
-    work.await;
-    wait_outputs(js, n).await;
-    start.elapsed()
+    let (_, rate) = tokio::join!(work, outputs_per_second(js, n));
+    rate
 }
 
 fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
@@ -150,18 +163,16 @@ fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
     dst
 }
 
-async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> Duration {
+async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> f64 {
     let mut config = HostConfig::default();
     config.nats.url = url.parse().expect("the bench server URL parses");
     config.plugins.dirs = Vec::new();
     config.plugins.bundles = vec![bundle];
     config.sandbox.cache_dir =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"));
-    let start = Instant::now();
     let host = Host::start(&config).await.expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
-    wait_outputs(js, n).await;
-    let elapsed = start.elapsed();
+    let rate = outputs_per_second(js, n).await;
     let stats = &host.plugins()[0].stats;
     let failed = stats
         .failed_attempts
@@ -170,7 +181,7 @@ async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> 
         println!("  ({failed} failed attempts were retried)");
     }
     host.stop().await.expect("stop");
-    elapsed
+    rate
 }
 
 fn main() {
@@ -203,13 +214,12 @@ fn main() {
             for (mode, run) in MODES.iter().enumerate() {
                 reset_streams(&js).await;
                 fill(&js, n).await;
-                let elapsed = match *run {
+                let rate = match *run {
                     "native" => native(&js, n).await,
                     isolation => {
                         weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await
                     }
                 };
-                let rate = n as f64 / elapsed.as_secs_f64();
                 println!("  round {round}/{runs}, {run}: {rate:.0} events/s");
                 rates[mode].push(rate);
             }
@@ -230,7 +240,16 @@ fn main() {
             })
             .collect();
         let native = spread[0].0;
+        let mut summary = serde_json::Map::new();
+        summary.insert("events".into(), serde_json::json!(n));
+        summary.insert("runs".into(), serde_json::json!(runs));
         for (run, (median, min, max)) in MODES.iter().zip(spread) {
+            summary.insert(
+                (*run).into(),
+                serde_json::json!({
+                    "events_per_s": median, "min": min, "max": max, "x_native": median / native,
+                }),
+            );
             let label = match *run {
                 "native" => "native async-nats consumer".to_owned(),
                 iso => format!("weir, trivial plugin, isolation = {iso}"),
@@ -240,5 +259,6 @@ fn main() {
                 median / native
             );
         }
+        println!("SUMMARY {}", serde_json::Value::Object(summary));
     });
 }

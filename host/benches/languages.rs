@@ -84,6 +84,7 @@ fn main() {
         "fresh / warm"
     );
     let mut rust: Option<(f64, f64)> = None;
+    let mut summary = serde_json::Map::new();
     for (language, dir) in LANGUAGES {
         let fresh = measure(&rt, &load(&runtime, &config, dir, Isolation::Event), &event);
         let warm = measure(&rt, &load(&runtime, &config, dir, Isolation::Reuse), &event);
@@ -94,5 +95,13 @@ fn main() {
             warm / rust_warm,
             fresh / warm
         );
+        summary.insert(
+            language.to_string(),
+            serde_json::json!({
+                "fresh_us": fresh, "warm_us": warm,
+                "fresh_x_rust": fresh / rust_fresh, "warm_x_rust": warm / rust_warm,
+            }),
+        );
     }
+    println!("SUMMARY {}", serde_json::Value::Object(summary));
 }

@@ -126,6 +126,10 @@ fn main() {
             format!("echo with {SPINNING} guests spinning beside it"),
             flood / solo
         );
+        println!(
+            "SUMMARY {}",
+            serde_json::json!({ "solo_requests_per_s": solo, "with_spinning_requests_per_s": flood, "ratio": flood / solo })
+        );
         host.stop().await.expect("stop");
     });
 }
