@@ -27,6 +27,8 @@ use weir_host::sandbox::{Executor, PluginShared, Runtime};
 use weir_host::telemetry::traces::Traces;
 
 mod common;
+#[path = "core_relay/raw.rs"]
+mod raw;
 use common::{dispatch, dispatch_traced, event, repo};
 
 fn plugins(runtime: &Runtime, config: &HostConfig) -> Vec<(&'static str, Plugin)> {
@@ -273,11 +275,56 @@ fn main() {
         runs.sort_by(f64::total_cmp);
         runs[2]
     };
-    let untraced_us: Vec<(&str, f64)> = summary
+    let untraced_us: Vec<(String, f64)> = summary
         .iter()
         .filter(|(k, _)| !k.contains(", tracing"))
-        .filter_map(|(k, v)| Some((k.as_str(), v["us_per_event"].as_f64()?)))
+        .filter_map(|(k, v)| Some((k.clone(), v["us_per_event"].as_f64()?)))
         .collect();
+    // The raw wasmtime baseline: the same component through wasmtime alone
+    // (no weir code), with the fastest pool settings measured here.
+    let raw = raw::Raw::load(&repo().join("plugins/trivial/trivial.wasm"));
+    let wit_event = raw::WitEvent {
+        id: event.id.clone(),
+        subject: event.subject.clone(),
+        payload: event.payload.to_vec(),
+        headers: event.headers.clone(),
+        reply_to: None,
+        attempt: 1,
+        principal: None,
+    };
+    let weir_us = |needle: &str| {
+        summary
+            .iter()
+            .find(|(k, _)| k.contains(needle) && !k.contains(", tracing"))
+            .and_then(|(_, v)| v["us_per_event"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let (weir_fresh, weir_warm) = (weir_us("fresh"), weir_us("warm"));
+    for (fresh, label, weir) in [
+        (true, "raw wasmtime, fresh instance", weir_fresh),
+        (false, "raw wasmtime, warm instance", weir_warm),
+    ] {
+        let mut runs: Vec<f64> = (0..5)
+            .map(|_| {
+                rt.block_on(async {
+                    const N: u32 = 20_000;
+                    let mut warm = None;
+                    let start = Instant::now();
+                    for _ in 0..N {
+                        black_box(raw.handle(&mut warm, fresh, &wit_event).await);
+                    }
+                    start.elapsed().as_secs_f64() * 1e6 / f64::from(N)
+                })
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        let us = runs[2];
+        println!("{label:<58} {us:>10.2}   weir's is {:.2}× it", weir / us);
+        summary.insert(
+            label.into(),
+            serde_json::json!({ "us_per_event": us, "weir_over_raw": weir / us }),
+        );
+    }
     println!("metrics, per event: {metrics_us:.3} µs, that is");
     for (name, us) in &untraced_us {
         println!("  {:<56} {:>9.3}× its dispatch", name, metrics_us / us);

@@ -8,6 +8,12 @@
 //! the same pool sizes, copy-on-write memory init, stacks) plus the fastest
 //! pool reset measured on this machine (/work/shared/NATS.md, "wasmtime 48
 //! facts"): memories and tables kept resident and PAGEMAP_SCAN on.
+//!
+//! Shared by `core_relay` (the relay over NATS) and `dispatch` (one event
+//! in-process, [`Raw::handle`]).
+
+// Each benchmark uses some of this.
+#![allow(dead_code)]
 
 use async_nats::Client;
 use futures::StreamExt as _;
@@ -23,7 +29,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use weir::plugin::types::{Event as WitEvent, Message as WitMessage};
+pub use weir::plugin::types::{Event as WitEvent, Message as WitMessage};
 
 /// A store's data: WASI and what the guest gave `host.publish`.
 pub struct State {
@@ -128,6 +134,41 @@ impl Raw {
         store
     }
 
+    /// One event in-process, as `dispatch` times it: through a fresh
+    /// instance made and dropped, or through the warm one kept in `warm`.
+    /// Returns the number of outputs.
+    pub async fn handle(
+        &self,
+        warm: &mut Option<(Store<State>, Handler)>,
+        fresh: bool,
+        event: &WitEvent,
+    ) -> usize {
+        let (mut store, handler) = match warm.take() {
+            Some(pair) => pair,
+            None => {
+                let mut store = self.store();
+                let handler = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .expect("instantiate");
+                (store, handler)
+            }
+        };
+        let returned = handler
+            .call_handle(&mut store, event)
+            .await
+            .expect("call handle");
+        let mut outputs = std::mem::take(&mut store.data_mut().published);
+        if let Ok(messages) = returned {
+            outputs.extend(messages);
+        }
+        if !fresh {
+            *warm = Some((store, handler));
+        }
+        outputs.len()
+    }
+
     /// Relay every message of `sub` until it ends: a fresh instance per
     /// event (`fresh`), or one instance for all of them.
     pub async fn relay(self, client: Client, mut sub: async_nats::Subscriber, fresh: bool) {
@@ -172,12 +213,4 @@ impl Raw {
             }
         }
     }
-}
-
-/// A raw relay on its own connection, subscribed to `in.>`.
-pub async fn start(url: &str, raw: Raw, fresh: bool) -> tokio::task::JoinHandle<()> {
-    let client = super::relays::relay_client(url).await;
-    let sub = client.subscribe("in.>").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    tokio::spawn(raw.relay(client, sub, fresh))
 }

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use weir_host::config::HostConfig;
 use weir_host::host::Host;
 
-use super::raw::{self, Raw};
+use super::raw::Raw;
 
 /// Events weir may queue before it sheds: room for a whole flat-out run, as
 /// the native relays get from their subscription buffer.
@@ -103,8 +103,8 @@ impl Setup {
     pub async fn start(&self, relay: Relay) -> Running {
         match relay {
             Relay::Native => Running::Task(native(&self.url).await),
-            Relay::RawFresh => Running::Task(raw::start(&self.url, self.raw.clone(), true).await),
-            Relay::RawWarm => Running::Task(raw::start(&self.url, self.raw.clone(), false).await),
+            Relay::RawFresh => Running::Task(start_raw(&self.url, self.raw.clone(), true).await),
+            Relay::RawWarm => Running::Task(start_raw(&self.url, self.raw.clone(), false).await),
             Relay::WeirEvent => Running::Weir(Box::new(self.weir("event").await)),
             Relay::WeirReuse => Running::Weir(Box::new(self.weir("reuse").await)),
         }
@@ -170,4 +170,12 @@ fn bundle(src: &Path, dst: &Path, isolation: &str) {
         "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {WEIR_IN_FLIGHT}\nqueue = {WEIR_QUEUE}\n"
     );
     std::fs::write(dst.join("plugin.toml"), manifest + &limits).expect("write manifest");
+}
+
+/// A raw relay on its own connection, subscribed to `in.>`.
+pub async fn start_raw(url: &str, raw: Raw, fresh: bool) -> tokio::task::JoinHandle<()> {
+    let client = relay_client(url).await;
+    let sub = client.subscribe("in.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    tokio::spawn(raw.relay(client, sub, fresh))
 }
