@@ -2,7 +2,8 @@
 //! micro-service `weir` (async-nats' service API), so `$SRV.PING|INFO|STATS`
 //! and `nats micro ls weir` see it like any other service. The STATS answer's
 //! `data`, on its `ps` endpoint, is the host's [`Ps`] report: what `weir ps`
-//! gathers from every host. The endpoint (`weir.ps.<host id>`) answers the
+//! gathers from every host. The endpoint (`weir.ps.<host id>`, the id's
+//! characters other than letters, digits, `-` and `_` made `_`) answers the
 //! same report to a direct request.
 
 use std::collections::HashMap;
@@ -167,7 +168,7 @@ pub async fn register(
     let mut endpoint = service
         .endpoint_builder()
         .name("ps")
-        .add(format!("weir.ps.{}", source.host))
+        .add(format!("weir.ps.{}", subject_token(&source.host)))
         .await
         .map_err(|e| anyhow::anyhow!("cannot add the ps endpoint: {e}"))?;
     tasks.spawn(async move {
@@ -186,6 +187,19 @@ pub async fn register(
         }
     });
     Ok(service)
+}
+
+/// `host` as one subject token (`nats.name` may hold spaces or dots).
+fn subject_token(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Every host's report: one `$SRV.STATS.weir` request, the answers that come

@@ -57,14 +57,23 @@ pub fn read(path: &Path, max_memory_mb: u32) -> Result<Unpacked, ConfigError> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(None, format!("cannot read: {e}")))?;
-    let files = entries(&bytes).map_err(|(entry, why)| fail(entry.as_deref(), why))?;
-    let text = |name: &str| -> Result<Option<String>, ConfigError> {
-        match files.get(name) {
+    read_bytes(path, &bytes, max_memory_mb)
+}
+
+/// Check and unpack the archive `bytes`, read from `path` (what errors name).
+pub fn read_bytes(path: &Path, bytes: &[u8], max_memory_mb: u32) -> Result<Unpacked, ConfigError> {
+    let fail = |entry: Option<&str>, why: String| {
+        let at = match entry {
+            Some(entry) => path.join(entry),
+            None => path.to_path_buf(),
+        };
+        ConfigError::new(&at, None, why)
+    };
+    let mut files = entries(bytes).map_err(|(entry, why)| fail(entry.as_deref(), why))?;
+    let mut text = |name: &str| -> Result<Option<String>, ConfigError> {
+        match files.remove(name) {
             None => Ok(None),
-            Some(data) if data.len() as u64 > MAX_SMALL_ENTRY => {
-                Err(fail(Some(name), format!("{} bytes: too large", data.len())))
-            }
-            Some(data) => String::from_utf8(data.clone())
+            Some(data) => String::from_utf8(data)
                 .map(Some)
                 .map_err(|_| fail(Some(name), "not UTF-8 text".into())),
         }
@@ -75,6 +84,7 @@ pub fn read(path: &Path, max_memory_mb: u32) -> Result<Unpacked, ConfigError> {
             format!("no {MANIFEST} in the archive (weir bundle pack DIR writes one)"),
         )
     })?;
+    let grant = text(GRANT_FILE)?.map(|g| g.trim().to_owned());
     let manifest = Manifest::parse(&path.join(MANIFEST), &manifest_text, max_memory_mb)?;
     let wasm_name = entry_name(Path::new(&manifest.wasm)).ok_or_else(|| {
         ConfigError::new(
@@ -83,21 +93,18 @@ pub fn read(path: &Path, max_memory_mb: u32) -> Result<Unpacked, ConfigError> {
             format!("{:?}: not a plain relative path", manifest.wasm),
         )
     })?;
-    let wasm = files.get(&wasm_name).cloned().ok_or_else(|| {
+    let wasm = files.remove(&wasm_name).ok_or_else(|| {
         ConfigError::new(
             &path.join(MANIFEST),
             Some("wasm"),
             format!("{wasm_name}: not in the archive"),
         )
     })?;
-    let grant = text(GRANT_FILE)?.map(|g| g.trim().to_owned());
-    for name in files.keys() {
-        if name != MANIFEST && *name != wasm_name && name != GRANT_FILE {
-            return Err(fail(
-                Some(name),
-                format!("not part of a bundle (only {MANIFEST}, its wasm and {GRANT_FILE})"),
-            ));
-        }
+    if let Some(name) = files.keys().next() {
+        return Err(fail(
+            Some(name),
+            format!("not part of a bundle (only {MANIFEST}, its wasm and {GRANT_FILE})"),
+        ));
     }
     Ok(Unpacked {
         manifest_text,
@@ -136,6 +143,9 @@ fn entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, (Option<String>, S
             ));
         };
         let size = entry.header().size().map_err(corrupt)?;
+        if (name == MANIFEST || name == GRANT_FILE) && size > MAX_SMALL_ENTRY {
+            return Err((Some(name), format!("{size} bytes: too large")));
+        }
         total = total.saturating_add(size);
         if total > MAX_ARCHIVE_BYTES {
             return Err((
@@ -143,7 +153,9 @@ fn entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, (Option<String>, S
                 "the entries add up to more than an archive may hold".into(),
             ));
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // The header's size is the sender's word: never reserve past the
+        // bytes there are.
+        let mut data = Vec::with_capacity((size as usize).min(bytes.len()));
         entry
             .read_to_end(&mut data)
             .map_err(|e| (Some(name.clone()), format!("truncated: {e}")))?;

@@ -48,11 +48,11 @@ impl Bundle {
     /// Read the bundle in the folder (or archive file) `dir`. `max_memory_mb`
     /// is the host's cap on `memory_mb`.
     pub fn load(dir: &Path, max_memory_mb: u32) -> Result<Self, ConfigError> {
+        if archive::is_archive(dir) {
+            return Self::assemble(dir, archive::read(dir, max_memory_mb)?, true);
+        }
         let manifest_path = dir.join(MANIFEST);
-        let (manifest, wasm, grant, archived) = if archive::is_archive(dir) {
-            let unpacked = archive::read(dir, max_memory_mb)?;
-            (unpacked.manifest, unpacked.wasm, unpacked.grant, true)
-        } else {
+        let unpacked = {
             let manifest = read_manifest(dir, max_memory_mb)?;
             let wasm_path = dir.join(&manifest.wasm);
             let wasm = std::fs::read(&wasm_path).map_err(|e| {
@@ -62,8 +62,38 @@ impl Bundle {
                     format!("cannot read {}: {e}", wasm_path.display()),
                 )
             })?;
-            (manifest, wasm, read_grant(dir)?, false)
+            archive::Unpacked {
+                manifest_text: String::new(),
+                manifest,
+                wasm,
+                grant: read_grant(dir)?,
+            }
         };
+        Self::assemble(dir, unpacked, false)
+    }
+
+    /// The bundle in archive `bytes`, read from `path` (what errors name):
+    /// the bytes checked are the bytes kept, for `weir deploy`.
+    pub fn from_archive_bytes(
+        path: &Path,
+        bytes: &[u8],
+        max_memory_mb: u32,
+    ) -> Result<Self, ConfigError> {
+        Self::assemble(path, archive::read_bytes(path, bytes, max_memory_mb)?, true)
+    }
+
+    fn assemble(
+        dir: &Path,
+        unpacked: archive::Unpacked,
+        archived: bool,
+    ) -> Result<Self, ConfigError> {
+        let archive::Unpacked {
+            manifest,
+            wasm,
+            grant,
+            ..
+        } = unpacked;
+        let manifest_path = dir.join(MANIFEST);
         let wasm_path = dir.join(&manifest.wasm);
         check_component_header(&wasm).map_err(|msg| {
             ConfigError::new(

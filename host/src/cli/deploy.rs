@@ -56,10 +56,20 @@ pub async fn deploy(args: DeployArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     let config = load_config(global)?;
     let max_memory_mb = config.sandbox.max_memory_mb;
     let (bundle, bytes) = if archive::is_archive(&args.bundle) {
-        let bundle = Bundle::load(&args.bundle, max_memory_mb)?;
+        // Read once: what is checked is what is uploaded.
         let bytes = std::fs::read(&args.bundle)
             .with_context(|| format!("cannot read {}", args.bundle.display()))?;
-        (bundle, bytes)
+        let size = bytes.len() as u64;
+        if size > archive::MAX_ARCHIVE_BYTES {
+            anyhow::bail!(
+                "{}: {size} bytes: larger than a bundle archive may be",
+                args.bundle.display()
+            );
+        }
+        (
+            Bundle::from_archive_bytes(&args.bundle, &bytes, max_memory_mb)?,
+            bytes,
+        )
     } else {
         archive::pack_bytes(&args.bundle, max_memory_mb)?
     };

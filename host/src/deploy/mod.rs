@@ -280,19 +280,37 @@ impl Buckets {
                 target.operation
             );
         };
-        self.bundles.info(&old.object).await.with_context(|| {
-            format!(
+        let held = self
+            .bundles
+            .info(&old.object)
+            .await
+            .is_ok_and(|info| !info.deleted);
+        if !held {
+            bail!(
                 "revision {} of {name} names {}, which the bucket {} no longer holds",
-                target.revision, old.object, self.config.bundles_bucket
-            )
-        })?;
+                target.revision,
+                old.object,
+                self.config.bundles_bucket
+            );
+        }
         let record = Deployment {
             by: who(),
             at: crate::pipeline::rfc3339(SystemTime::now()),
             note: Some(format!("rollback to revision {}", target.revision)),
             ..old.clone()
         };
-        let revision = self.put(&record).await?;
+        // Only over the revision read above: a deploy in between wins, and
+        // this rollback says so instead of overwriting it.
+        let latest = history.last().map_or(0, |r| r.revision);
+        let revision = self
+            .deployments
+            .update(name, serde_json::to_vec(&record)?.into(), latest)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot roll {name} back: its deployment changed since revision {latest} (run weir deployments history {name})"
+                )
+            })?;
         Ok((record, revision, target.revision))
     }
 
@@ -309,9 +327,14 @@ impl Buckets {
         };
         let record = parse(name, &entry.value)?;
         self.deployments
-            .delete(name)
+            .delete_expect_revision(name, Some(entry.revision))
             .await
-            .with_context(|| format!("cannot undeploy {name}"))?;
+            .with_context(|| {
+                format!(
+                    "cannot undeploy {name}: its deployment changed since revision {} (or the server refused)",
+                    entry.revision
+                )
+            })?;
         Ok(record)
     }
 
@@ -323,11 +346,19 @@ impl Buckets {
             .get(&record.object)
             .await
             .with_context(|| format!("cannot fetch {}", record.object))?;
-        let mut bytes = Vec::with_capacity(record.archive_bytes as usize);
-        object
+        let cap = crate::bundle::archive::MAX_ARCHIVE_BYTES;
+        let mut bytes = Vec::with_capacity(record.archive_bytes.min(cap) as usize);
+        (&mut object)
+            .take(cap + 1)
             .read_to_end(&mut bytes)
             .await
             .with_context(|| format!("cannot read {}", record.object))?;
+        if bytes.len() as u64 > cap {
+            bail!(
+                "{}: larger than a bundle archive may be ({cap} bytes)",
+                record.object
+            );
+        }
         let digest = hex::encode(Sha256::digest(&bytes));
         if digest != record.archive_sha256 {
             bail!(

@@ -84,17 +84,12 @@ impl Runtime {
             // A fresh instance per event makes teardown the hot path: most of
             // its cost was one madvise (and TLB shootdown) per slot. Batching
             // them measured ~31 -> ~25 µs per event for a small Rust guest.
-            .decommit_batch_size(64)
-            // Reset a returned slot in place rather than handing its pages
-            // back: the first 64 KiB of each linear memory and table stay
-            // resident and are zeroed for the next instance, and PAGEMAP_SCAN
-            // (Linux 6.7+; off elsewhere) finds which of the rest were
-            // written. Measured here both together ~2.3x faster fresh
-            // instances (any size from 64 KiB to 4 MiB did as well; NATS.md),
-            // for at most 128 KiB resident per idle warm slot.
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(64 * 1024)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+            .decommit_batch_size(64);
+        // Not set, on purpose: `linear_memory_keep_resident` /
+        // `table_keep_resident` with `pagemap_scan` reset a slot in place and
+        // measured ~2x faster fresh instances here, but wasmtime 48's scan
+        // treats a written page that was swapped out as clean, so the next
+        // instance in the slot (any plugin's) could read it. Isolation first.
 
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)

@@ -79,6 +79,9 @@ impl Traces {
         }
         let runtime = tokio::runtime::Handle::try_current()
             .context("telemetry.otlp_endpoint: trace export needs a tokio runtime")?;
+        // Credentials in the URL never reach an error or a log line: the
+        // builder's own error (which quotes the URL) is replaced.
+        let shown = crate::config::redact_url(endpoint);
         let otlp = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(endpoint.clone())
@@ -87,8 +90,11 @@ impl Traces {
             // timeout, and spans queue (then drop) meanwhile.
             .with_timeout(Duration::from_secs(5))
             .build()
-            .with_context(|| format!("telemetry.otlp_endpoint: cannot export to {endpoint:?}"))?;
-        let shown = crate::config::redact_url(endpoint);
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "telemetry.otlp_endpoint: cannot export to {shown:?} (not a usable OTLP/HTTP URL)"
+                )
+            })?;
         let exporter = OnRuntime {
             inner: Arc::new(otlp),
             runtime,

@@ -390,14 +390,22 @@ async fn pull_until_stopped(
                     // Stalled, and still nothing arrived since asking: the
                     // stream is buffering nothing and the server holds no
                     // pull: open anew.
-                    if stalled && asked_at.is_some_and(|at| last_arrival <= at) {
+                    if let Some((pending, ack_pending)) = stalled
+                        && asked_at.is_some_and(|at| last_arrival <= at)
+                    {
+                        Stats::bump(&feed.stats.stalls);
+                        tracing::warn!(
+                            plugin = %feed.plugin, stream = %spec.stream, consumer = spec.durable(),
+                            pending, ack_pending,
+                            "JetStream pull stalled: the server holds messages and no pull request; renewing the pull"
+                        );
                         continue 'bind;
                     }
                     continue;
                 }
                 _ = quiet, if idle => {
                     last_arrival = Instant::now();
-                    let ask = stalled(consumer.clone(), spec.clone(), feed.plugin.clone(), feed.stats.clone(), quiet_limit);
+                    let ask = stalled(consumer.clone(), feed.plugin.clone(), quiet_limit);
                     check = Some((last_arrival, Box::pin(ask)));
                     continue;
                 }
@@ -492,28 +500,28 @@ async fn drain(
     }
 }
 
-/// The watchdog's question in flight.
-type Check = Pin<Box<dyn Future<Output = bool> + Send>>;
+/// The watchdog's question in flight: `Some((num_pending, num_ack_pending))`
+/// when the pull looks stalled.
+type Check = Pin<Box<dyn Future<Output = Option<(u64, u64)>> + Send>>;
 
 /// The watchdog's check after a quiet spell: does the server hold messages
 /// for this consumer, with room to deliver them, and no pull request waiting?
-/// No answer within `within` (a cluster without a consumer leader) is no.
+/// Then its pending and ack-pending counts. No answer within `within` (a
+/// cluster without a consumer leader) is no.
 async fn stalled(
     mut consumer: PullConsumer,
-    spec: ConsumerSpec,
     plugin: Arc<str>,
-    stats: Arc<Stats>,
     within: Duration,
-) -> bool {
+) -> Option<(u64, u64)> {
     let info = match tokio::time::timeout(within, consumer.info()).await {
         Ok(Ok(info)) => info.clone(),
         Ok(Err(e)) => {
             tracing::debug!(plugin = %plugin, error = %e, "watchdog: cannot read the consumer's state");
-            return false;
+            return None;
         }
         Err(_) => {
             tracing::debug!(plugin = %plugin, "watchdog: no answer about the consumer's state");
-            return false;
+            return None;
         }
     };
     let room = info.config.max_ack_pending <= 0
@@ -521,13 +529,7 @@ async fn stalled(
     // A paused consumer (an open circuit, `weir pause`, `nats consumer
     // pause`) delivers nothing by design.
     if info.num_pending == 0 || info.num_waiting > 0 || !room || info.paused {
-        return false;
+        return None;
     }
-    Stats::bump(&stats.stalls);
-    tracing::warn!(
-        plugin = %plugin, stream = %spec.stream, consumer = spec.durable(),
-        pending = info.num_pending, ack_pending = info.num_ack_pending,
-        "JetStream pull stalled: the server holds messages and no pull request; renewing the pull"
-    );
-    true
+    Some((info.num_pending, info.num_ack_pending as u64))
 }
