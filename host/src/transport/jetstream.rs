@@ -4,8 +4,6 @@
 //! [`JsDelivery`], which maps the pipeline's [`Settle`] onto ack, nak with a
 //! delay, and term.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +13,7 @@ use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{Feed, NatsDelivery};
+use super::{Feed, NatsDelivery, watchdog};
 use crate::config::{Manifest, StreamSpec, Subscription};
 use crate::event::Event;
 use crate::pipeline::{Delivery as _, Inbound, Settle};
@@ -368,7 +366,7 @@ async fn pull_until_stopped(
         // The watchdog's question to the server runs beside the reading: a
         // cluster electing the consumer's leader answers it late or never,
         // and messages must flow the moment the new leader sends them.
-        let mut check: Option<(Instant, Check)> = None;
+        let mut check: Option<(Instant, watchdog::Check)> = None;
         loop {
             let quiet = tokio::time::sleep_until((last_arrival + quiet_limit).into());
             let idle = check.is_none();
@@ -405,7 +403,7 @@ async fn pull_until_stopped(
                 }
                 _ = quiet, if idle => {
                     last_arrival = Instant::now();
-                    let ask = stalled(consumer.clone(), feed.plugin.clone(), quiet_limit);
+                    let ask = watchdog::stalled(consumer.clone(), feed.plugin.clone(), quiet_limit);
                     check = Some((last_arrival, Box::pin(ask)));
                     continue;
                 }
@@ -498,38 +496,4 @@ async fn drain(
             hand_backs.hand_back(message).await;
         }
     }
-}
-
-/// The watchdog's question in flight: `Some((num_pending, num_ack_pending))`
-/// when the pull looks stalled.
-type Check = Pin<Box<dyn Future<Output = Option<(u64, u64)>> + Send>>;
-
-/// The watchdog's check after a quiet spell: does the server hold messages
-/// for this consumer, with room to deliver them, and no pull request waiting?
-/// Then its pending and ack-pending counts. No answer within `within` (a
-/// cluster without a consumer leader) is no.
-async fn stalled(
-    mut consumer: PullConsumer,
-    plugin: Arc<str>,
-    within: Duration,
-) -> Option<(u64, u64)> {
-    let info = match tokio::time::timeout(within, consumer.info()).await {
-        Ok(Ok(info)) => info.clone(),
-        Ok(Err(e)) => {
-            tracing::debug!(plugin = %plugin, error = %e, "watchdog: cannot read the consumer's state");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!(plugin = %plugin, "watchdog: no answer about the consumer's state");
-            return None;
-        }
-    };
-    let room = info.config.max_ack_pending <= 0
-        || (info.num_ack_pending as i64) < info.config.max_ack_pending;
-    // A paused consumer (an open circuit, `weir pause`, `nats consumer
-    // pause`) delivers nothing by design.
-    if info.num_pending == 0 || info.num_waiting > 0 || !room || info.paused {
-        return None;
-    }
-    Some((info.num_pending, info.num_ack_pending as u64))
 }

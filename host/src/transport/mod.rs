@@ -11,6 +11,7 @@ pub mod lag;
 pub mod server;
 mod sink;
 mod streams;
+mod watchdog;
 
 pub use connection::{Link, connect};
 pub use sink::NatsSink;
