@@ -311,7 +311,7 @@ fn main() {
                     let mut warm = None;
                     let start = Instant::now();
                     for _ in 0..N {
-                        black_box(raw.handle(&mut warm, fresh, &wit_event).await);
+                        black_box(raw.handle(&mut warm, fresh, &wit_event).await.len());
                     }
                     start.elapsed().as_secs_f64() * 1e6 / f64::from(N)
                 })

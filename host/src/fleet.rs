@@ -75,6 +75,8 @@ pub struct Source {
     pub started: SystemTime,
     pub nats_server: String,
     pub metrics: Option<std::net::SocketAddr>,
+    /// Read once, at start-up.
+    pub hostname: String,
 }
 
 impl Source {
@@ -118,7 +120,7 @@ impl Source {
         }));
         Ps {
             host: self.host.clone(),
-            hostname: hostname(),
+            hostname: self.hostname.clone(),
             pid: std::process::id(),
             weir_version: env!("CARGO_PKG_VERSION").into(),
             started: crate::pipeline::rfc3339(self.started),
@@ -133,7 +135,8 @@ impl Source {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name (`/etc/hostname`), empty when unknown.
+pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
@@ -151,7 +154,7 @@ pub async fn register(
     let for_stats = source.clone();
     let metadata = HashMap::from([
         ("host".to_owned(), source.host.clone()),
-        ("hostname".to_owned(), hostname()),
+        ("hostname".to_owned(), source.hostname.clone()),
         ("pid".to_owned(), std::process::id().to_string()),
     ]);
     let service = client

@@ -134,15 +134,15 @@ impl Raw {
         store
     }
 
-    /// One event in-process, as `dispatch` times it: through a fresh
-    /// instance made and dropped, or through the warm one kept in `warm`.
-    /// Returns the number of outputs.
+    /// One event: through a fresh instance made and dropped, or through
+    /// the warm one kept in `warm`. Returns its outputs (published, then
+    /// returned).
     pub async fn handle(
         &self,
         warm: &mut Option<(Store<State>, Handler)>,
         fresh: bool,
         event: &WitEvent,
-    ) -> usize {
+    ) -> Vec<WitMessage> {
         let (mut store, handler) = match warm.take() {
             Some(pair) => pair,
             None => {
@@ -166,7 +166,7 @@ impl Raw {
         if !fresh {
             *warm = Some((store, handler));
         }
-        outputs.len()
+        outputs
     }
 
     /// Relay every message of `sub` until it ends: a fresh instance per
@@ -176,18 +176,6 @@ impl Raw {
         let mut id = 0u64;
         while let Some(msg) = sub.next().await {
             id += 1;
-            let (mut store, handler) = match warm.take() {
-                Some(pair) => pair,
-                None => {
-                    let mut store = self.store();
-                    let handler = self
-                        .pre
-                        .instantiate_async(&mut store)
-                        .await
-                        .expect("instantiate");
-                    (store, handler)
-                }
-            };
             let event = WitEvent {
                 id: id.to_string(),
                 subject: msg.subject.to_string(),
@@ -197,19 +185,9 @@ impl Raw {
                 attempt: 1,
                 principal: None,
             };
-            let returned = handler
-                .call_handle(&mut store, &event)
-                .await
-                .expect("call handle");
-            let mut outputs = std::mem::take(&mut store.data_mut().published);
-            if let Ok(messages) = returned {
-                outputs.extend(messages);
-            }
+            let outputs = self.handle(&mut warm, fresh, &event).await;
             for out in outputs {
                 let _ = client.publish(out.subject, out.payload.into()).await;
-            }
-            if !fresh {
-                warm = Some((store, handler));
             }
         }
     }

@@ -26,7 +26,6 @@ const MAX_SMALL_ENTRY: u64 = 1024 * 1024;
 /// The files of a bundle, read from an archive.
 #[derive(Debug)]
 pub struct Unpacked {
-    pub manifest_text: String,
     pub manifest: Manifest,
     pub wasm: Vec<u8>,
     pub grant: Option<String>,
@@ -107,7 +106,6 @@ pub fn read_bytes(path: &Path, bytes: &[u8], max_memory_mb: u32) -> Result<Unpac
         ));
     }
     Ok(Unpacked {
-        manifest_text,
         manifest,
         wasm,
         grant,

@@ -63,7 +63,6 @@ impl Bundle {
                 )
             })?;
             archive::Unpacked {
-                manifest_text: String::new(),
                 manifest,
                 wasm,
                 grant: read_grant(dir)?,
@@ -91,7 +90,6 @@ impl Bundle {
             manifest,
             wasm,
             grant,
-            ..
         } = unpacked;
         let manifest_path = dir.join(MANIFEST);
         let wasm_path = dir.join(&manifest.wasm);

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::{GlobalArgs, connect_cli, load_config};
+use super::{GlobalArgs, connect_cli_with, load_config};
 use crate::bundle::{Bundle, archive};
+use crate::config::HostConfig;
 use crate::deploy::{Buckets, Deployment};
 
 #[derive(Debug, Args)]
@@ -45,11 +46,11 @@ pub struct UndeployArgs {
     pub name: String,
 }
 
-async fn buckets(global: &GlobalArgs, create: bool) -> anyhow::Result<Buckets> {
-    let config = load_config(global)?;
-    let client = connect_cli(global).await?;
+async fn buckets(config: HostConfig, global: &GlobalArgs, create: bool) -> anyhow::Result<Buckets> {
+    let deploy = config.deploy.clone();
+    let client = connect_cli_with(config, global).await?;
     let js = async_nats::jetstream::new(client);
-    Buckets::open(&js, &config.deploy, create).await
+    Buckets::open(&js, &deploy, create).await
 }
 
 pub async fn deploy(args: DeployArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -73,13 +74,13 @@ pub async fn deploy(args: DeployArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     } else {
         archive::pack_bytes(&args.bundle, max_memory_mb)?
     };
-    let buckets = buckets(global, true).await?;
+    let buckets = buckets(config, global, true).await?;
     let (record, revision) = buckets.deploy(&bundle, &bytes, None).await?;
     report(global, &record, revision, "deployed")
 }
 
 pub async fn deployments(args: DeploymentsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let buckets = buckets(global, false).await?;
+    let buckets = buckets(load_config(global)?, global, false).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
         None => {
@@ -158,7 +159,7 @@ pub async fn deployments(args: DeploymentsArgs, global: &GlobalArgs) -> anyhow::
 }
 
 pub async fn rollback(args: RollbackArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let buckets = buckets(global, false).await?;
+    let buckets = buckets(load_config(global)?, global, false).await?;
     let (record, revision, to) = buckets.rollback(&args.name, args.to).await?;
     report(
         global,
@@ -169,7 +170,7 @@ pub async fn rollback(args: RollbackArgs, global: &GlobalArgs) -> anyhow::Result
 }
 
 pub async fn undeploy(args: UndeployArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let buckets = buckets(global, false).await?;
+    let buckets = buckets(load_config(global)?, global, false).await?;
     let record = buckets.undeploy(&args.name).await?;
     let mut out = std::io::stdout().lock();
     if global.json {

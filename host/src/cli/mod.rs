@@ -213,7 +213,14 @@ pub(crate) fn parse_nats_flag(urls: &str) -> anyhow::Result<ServerUrls> {
 /// Connect as the host would (weir.toml's credentials and TLS), but give up
 /// after 10 s instead of retrying for ever.
 pub(crate) async fn connect_cli(global: &GlobalArgs) -> anyhow::Result<async_nats::Client> {
-    let mut config = load_config(global)?;
+    connect_cli_with(load_config(global)?, global).await
+}
+
+/// [`connect_cli`] with the config already loaded.
+pub(crate) async fn connect_cli_with(
+    mut config: HostConfig,
+    global: &GlobalArgs,
+) -> anyhow::Result<async_nats::Client> {
     if let Some(urls) = &global.nats {
         config.nats.url = parse_nats_flag(urls)?;
     }

@@ -234,6 +234,7 @@ impl Host {
                 started: std::time::SystemTime::now(),
                 nats_server: client.server_info().server_name,
                 metrics: metrics_addr,
+                hostname: crate::fleet::hostname(),
             },
             ctx.stop.clone(),
             &ctx.feeders,

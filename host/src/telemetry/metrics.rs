@@ -30,33 +30,25 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
 
 /// One plugin as the metrics show it.
 #[derive(Clone)]
-pub struct PluginView {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-    pub plugin: Arc<Plugin>,
-}
+pub struct PluginView(pub Arc<Plugin>);
 
 impl std::fmt::Debug for PluginView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginView")
-            .field("name", &self.name)
-            .finish()
+        f.debug_tuple("PluginView").field(&self.name()).finish()
     }
 }
 
 impl PluginView {
     pub fn of(plugin: &Arc<Plugin>) -> Self {
-        Self {
-            name: plugin.name().to_owned(),
-            version: plugin.manifest.version.to_string(),
-            sha256: plugin.sha256.clone(),
-            plugin: plugin.clone(),
-        }
+        Self(plugin.clone())
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
     }
 
     fn stats(&self) -> &Stats {
-        &self.plugin.stats
+        &self.0.stats
     }
 }
 
@@ -159,7 +151,7 @@ impl Collector for HostCollector {
         for (name, help, pick) in COUNTERS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &self.plugins {
-                let labels = [("plugin", p.name.as_str())];
+                let labels = [("plugin", p.name())];
                 ConstCounter::new(Stats::get(pick(p.stats())))
                     .encode(metric.encode_family(&labels)?)?;
             }
@@ -170,7 +162,7 @@ impl Collector for HostCollector {
         for (name, help, pick) in HISTOGRAMS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             for p in &self.plugins {
-                let labels = [("plugin", p.name.as_str())];
+                let labels = [("plugin", p.name())];
                 pick(p.stats()).0.encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -184,9 +176,9 @@ impl Collector for HostCollector {
         )?;
         for p in &self.plugins {
             let labels = [
-                ("plugin", p.name.as_str()),
-                ("version", p.version.as_str()),
-                ("sha256", p.sha256.as_str()),
+                ("plugin", p.name()),
+                ("version", p.0.manifest.version.as_str()),
+                ("sha256", p.0.sha256.as_str()),
             ];
             info.encode_info(&labels)?;
         }
@@ -234,7 +226,7 @@ impl HostCollector {
         )?;
         for p in &self.plugins {
             for kind in FailureKind::ALL {
-                let labels = [("plugin", p.name.as_str()), ("kind", kind.as_str())];
+                let labels = [("plugin", p.name()), ("kind", kind.as_str())];
                 ConstCounter::new(p.stats().failed_by_kind.get(kind))
                     .encode(failed.encode_family(&labels)?)?;
             }
@@ -247,10 +239,7 @@ impl HostCollector {
         )?;
         for p in &self.plugins {
             for kind in FailureKind::ALL {
-                let labels = [
-                    ("plugin", p.name.as_str()),
-                    ("kind", kind.dead_letter_kind()),
-                ];
+                let labels = [("plugin", p.name()), ("kind", kind.dead_letter_kind())];
                 ConstCounter::new(p.stats().dead_lettered_by_kind.get(kind))
                     .encode(dead.encode_family(&labels)?)?;
             }
@@ -270,7 +259,7 @@ impl HostCollector {
                 ("queue-full", Stats::get(&p.stats().shed)),
                 ("circuit-open", Stats::get(&p.stats().shed_circuit_open)),
             ] {
-                let labels = [("plugin", p.name.as_str()), ("reason", reason)];
+                let labels = [("plugin", p.name()), ("reason", reason)];
                 ConstCounter::new(n).encode(shed.encode_family(&labels)?)?;
             }
         }
@@ -293,13 +282,13 @@ impl HostCollector {
             (
                 "weir_instances_warm",
                 "Idle instances kept for the next events (isolation = \"reuse\").",
-                |p| p.plugin.executor.warm_instances() as u64,
+                |p| p.0.executor.warm_instances() as u64,
             ),
         ];
         for (name, help, read) in gauges {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for p in &self.plugins {
-                let labels = [("plugin", p.name.as_str())];
+                let labels = [("plugin", p.name())];
                 ConstGauge::new(read(p) as i64).encode(metric.encode_family(&labels)?)?;
             }
         }
