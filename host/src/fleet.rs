@@ -16,7 +16,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::plugin::{Plugin, Stats};
+use crate::plugin::Stats;
 use crate::status::CircuitState;
 
 /// The service's name: every weir host is one of its instances.
@@ -40,10 +40,12 @@ pub struct Ps {
     pub plugins: Vec<PsPlugin>,
 }
 
-/// One plugin on one host: running (its circuit's state), or refused.
+/// One plugin on one host: running (its circuit's state), or refused. A
+/// plugin whose new version was refused shows twice: the version still
+/// running, and the refused one with its reason.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PsPlugin {
-    /// The plugin's name; for a refused bundle, its path.
+    /// The plugin's name; for a bundle refused before its manifest was read, its path.
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -70,8 +72,8 @@ pub struct PsPlugin {
 #[derive(Clone)]
 pub struct Source {
     pub host: String,
-    pub plugins: Vec<Arc<Plugin>>,
-    pub refused: Vec<crate::host::Refused>,
+    /// Read at each request: what runs now, what was refused.
+    pub roster: Arc<crate::roster::Roster>,
     pub started: SystemTime,
     pub nats_server: String,
     pub metrics: Option<std::net::SocketAddr>,
@@ -81,9 +83,9 @@ pub struct Source {
 
 impl Source {
     pub fn report(&self) -> Ps {
-        let status = crate::status::report(&self.host, &self.plugins);
-        let mut plugins: Vec<PsPlugin> = self
-            .plugins
+        let running = self.roster.plugins();
+        let status = crate::status::report(&self.host, &running);
+        let mut plugins: Vec<PsPlugin> = running
             .iter()
             .zip(status.plugins)
             .map(|(p, s)| {
@@ -106,12 +108,12 @@ impl Source {
                 }
             })
             .collect();
-        plugins.extend(self.refused.iter().map(|r| PsPlugin {
-            name: r.path.display().to_string(),
-            version: None,
-            sha256: None,
+        plugins.extend(self.roster.refused().into_iter().map(|r| PsPlugin {
+            name: r.name.unwrap_or_else(|| r.path.display().to_string()),
+            version: r.version,
+            sha256: r.sha256,
             state: "refused".into(),
-            reason: Some(r.reason.clone()),
+            reason: Some(r.reason),
             received: 0,
             succeeded: 0,
             failed_attempts: 0,

@@ -19,8 +19,9 @@
 //!   instances, the bounded compile cache (`weir cache`). Knows nothing of
 //!   retries.
 //! - [`policy`]: what a plugin may publish.
-//! - [`host`]: `weir up` — loads, subscribes, wires readers to pipelines, and
-//!   stops gracefully.
+//! - [`host`]: `weir up` — loads, subscribes, wires readers to pipelines,
+//!   swaps in what is deployed or rebuilt, and stops gracefully; [`roster`]
+//!   is what it runs now, for status, `weir ps` and `/metrics`.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,
@@ -40,6 +41,7 @@ pub mod host;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod roster;
 pub mod sandbox;
 pub mod scaffold;
 pub mod stats;

@@ -127,7 +127,7 @@ pub async fn answer(
     client: async_nats::Client,
     mut requests: async_nats::Subscriber,
     host: String,
-    plugins: Vec<Arc<Plugin>>,
+    roster: Arc<crate::roster::Roster>,
     stop: CancellationToken,
 ) {
     loop {
@@ -142,7 +142,7 @@ pub async fn answer(
         if crate::policy::is_unsafe_reply(&reply) {
             continue;
         }
-        let Ok(body) = serde_json::to_vec(&report(&host, &plugins)) else {
+        let Ok(body) = serde_json::to_vec(&report(&host, &roster.plugins())) else {
             continue;
         };
         if let Err(e) = client.publish(reply, body.into()).await {

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::support::*;
 
-fn weir(nats: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn weir(nats: &str, args: &[&str]) -> std::process::Output {
     Command::new(WEIR)
         .args(args)
         .args(["--nats", nats])
@@ -23,7 +23,7 @@ fn weir(nats: &str, args: &[&str]) -> std::process::Output {
         .expect("run weir")
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
+pub(crate) fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}{}",

@@ -56,6 +56,8 @@ mod servers;
 mod shutdown;
 /// Issue 16: a JetStream pull stream that stopped mid-stream, and the watchdog.
 mod stall;
+/// Hosts that follow deployments and `weir up --watch`: swaps under load (issue 13).
+mod swap;
 /// Issue 11: W3C trace context across NATS hops; spans at an OTLP/HTTP receiver.
 mod traces;
 /// `weir test` on the retry path: exit status, --follow, --set, verdicts.

@@ -30,6 +30,14 @@ pub struct UpArgs {
     /// Log JSON lines instead of text (the same as --json).
     #[arg(long)]
     pub log_json: bool,
+    /// Load a local bundle again when its wasm, plugin.toml or grant
+    /// changes, and swap it in (sets plugins.watch).
+    #[arg(long)]
+    pub watch: bool,
+    /// Run what `weir deploy` put in the deployments bucket and follow its
+    /// changes (sets deploy.watch).
+    #[arg(long)]
+    pub watch_deployments: bool,
     /// Serve /metrics, /healthz and /readyz on ADDR (sets telemetry.listen).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -65,8 +73,11 @@ pub async fn up(args: UpArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         config.plugins = PluginsConfig {
             dirs: args.plugins.clone(),
             bundles: args.bundles.clone(),
+            watch: config.plugins.watch,
         };
     }
+    config.plugins.watch |= args.watch;
+    config.deploy.watch |= args.watch_deployments;
     tracing::info!(
         dirs = %path_list(&config.plugins.dirs),
         bundles = %path_list(&config.plugins.bundles),

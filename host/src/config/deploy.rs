@@ -20,6 +20,9 @@ pub struct DeployConfig {
     pub history: i64,
     /// Copies of both buckets across a cluster's nodes when weir creates them (1..=5).
     pub replicas: usize,
+    /// Whether `weir up` runs what the deployments bucket names and follows
+    /// its changes (`weir up --watch-deployments`).
+    pub watch: bool,
 }
 
 impl Default for DeployConfig {
@@ -29,6 +32,7 @@ impl Default for DeployConfig {
             deployments_bucket: "weir_deployments".into(),
             history: 64,
             replicas: 1,
+            watch: false,
         }
     }
 }

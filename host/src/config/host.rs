@@ -126,6 +126,9 @@ pub struct PluginsConfig {
     pub dirs: Vec<PathBuf>,
     /// Single bundle folders.
     pub bundles: Vec<PathBuf>,
+    /// Load a bundle again when its files change, swapping it in while the
+    /// host runs (`weir up --watch`).
+    pub watch: bool,
 }
 
 impl Default for PluginsConfig {
@@ -133,6 +136,7 @@ impl Default for PluginsConfig {
         Self {
             dirs: vec![PathBuf::from("plugins")],
             bundles: Vec::new(),
+            watch: false,
         }
     }
 }

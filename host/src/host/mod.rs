@@ -1,9 +1,8 @@
-//! `weir up`: load the plugins, connect, subscribe, dispatch, and stop
-//! gracefully.
+//! `weir up`: load the plugins, connect, subscribe, dispatch, follow what
+//! is deployed and what is rebuilt ([`follow`], [`reload`], both through
+//! [`swap`]), and stop gracefully.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,100 +10,29 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bundle::{self, Bundle};
 use crate::config::HostConfig;
-use crate::pipeline;
 use crate::plugin::{Plugin, Stats};
+use crate::roster::Roster;
 use crate::sandbox::Runtime;
 use crate::telemetry;
 use crate::telemetry::traces::Traces;
 use crate::transport::{self, IdSource, NatsSink, jetstream};
 
+mod follow;
+mod load;
+mod reload;
+mod swap;
 mod wiring;
-use wiring::{Running, dev_stream_specs, subscribe_plugin, watched_consumers};
-
-/// A bundle that was not loaded, and why.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// What `load_plugins` found.
-pub struct Loaded {
-    pub plugins: Vec<Arc<Plugin>>,
-    pub refused: Vec<Refused>,
-}
-
-/// Load every bundle the config names. A bad bundle is refused with its
-/// reason and the others load. Their events are traced through `traces`.
-pub fn load_plugins(runtime: &Runtime, config: &HostConfig, traces: &Traces) -> Loaded {
-    let mut folders: Vec<PathBuf> = Vec::new();
-    let mut refused = Vec::new();
-    for dir in &config.plugins.dirs {
-        match bundle::discover(dir) {
-            Ok(found) => folders.extend(found),
-            Err(e) => refused.push(Refused {
-                path: dir.clone(),
-                reason: e.to_string(),
-            }),
-        }
-    }
-    folders.extend(config.plugins.bundles.iter().cloned());
-
-    let mut names = HashSet::new();
-    let mut plugins = Vec::new();
-    for folder in folders {
-        match load_one(runtime, config, &folder, traces) {
-            Ok(plugin) if !names.insert(plugin.name().to_owned()) => refused.push(Refused {
-                reason: format!(
-                    "{}: name: another bundle already uses the name {:?}",
-                    folder.join(bundle::MANIFEST).display(),
-                    plugin.name()
-                ),
-                path: folder,
-            }),
-            Ok(plugin) => plugins.push(Arc::new(plugin)),
-            Err(reason) => refused.push(Refused {
-                path: folder,
-                reason,
-            }),
-        }
-    }
-    for r in &refused {
-        tracing::error!("refusing plugin {}: {}", r.path.display(), r.reason);
-    }
-    Loaded { plugins, refused }
-}
-
-fn load_one(
-    runtime: &Runtime,
-    config: &HostConfig,
-    folder: &Path,
-    traces: &Traces,
-) -> Result<Plugin, String> {
-    let bundle = Bundle::load(folder, config.sandbox.max_memory_mb).map_err(|e| e.to_string())?;
-    // Traced, the guest's log lines are kept too: they become span events.
-    let mut plugin = Plugin::load(runtime, &bundle, config, traces.is_on())
-        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
-    let name = plugin.name();
-    let subscriptions = (plugin.manifest.subscribe.iter())
-        .map(|s| (s.subject.clone(), transport::consumer_group(name, s)));
-    plugin.tracing = pipeline::PluginTracing::new(traces, name, subscriptions);
-    tracing::info!(
-        plugin = plugin.name(),
-        version = %plugin.manifest.version,
-        sha256 = %bundle.sha256_hex(),
-        isolation = ?plugin.manifest.limits.isolation,
-        "plugin loaded"
-    );
-    Ok(plugin)
-}
+pub use crate::roster::Refused;
+pub use load::Loader;
+pub use swap::Origin;
+use swap::Swapper;
+use wiring::{Running, dev_stream_specs};
 
 /// A running host.
 pub struct Host {
-    plugins: Vec<Arc<Plugin>>,
-    refused: Vec<Refused>,
+    /// What runs now: read by status, `weir ps` and `/metrics`.
+    roster: Arc<Roster>,
     sink: Arc<NatsSink>,
     /// Fired to stop taking events.
     stop: CancellationToken,
@@ -121,6 +49,8 @@ pub struct Host {
     service: async_nats::service::Service,
     /// Span export; flushed once the events are finished.
     traces: Traces,
+    swapper: Arc<Swapper>,
+    loader: Loader,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -147,20 +77,23 @@ impl Host {
         };
         let runtime = Arc::new(Runtime::new(&config.sandbox)?);
         let traces = Traces::start(&config.telemetry)?;
-        let Loaded { plugins, refused } = {
-            let runtime = runtime.clone();
-            let config = config.clone();
-            let traces = traces.clone();
-            tokio::task::spawn_blocking(move || load_plugins(&runtime, &config, &traces))
+        let loader = Loader {
+            runtime: runtime.clone(),
+            config: config.clone(),
+            traces: traces.clone(),
+        };
+        let (plugins, refused) = {
+            let loader = loader.clone();
+            tokio::task::spawn_blocking(move || loader.load_configured())
                 .await
                 .context("plugin loading panicked")?
         };
-        if plugins.is_empty() {
+        if plugins.is_empty() && !config.deploy.watch {
             tracing::warn!("no plugin loaded: the host will idle");
         }
         let wanted: u64 = plugins
             .iter()
-            .map(|p| u64::from(p.manifest.limits.max_in_flight))
+            .map(|p| u64::from(p.plugin.manifest.limits.max_in_flight))
             .sum();
         if wanted > u64::from(config.sandbox.max_instances) {
             tracing::warn!(
@@ -187,7 +120,8 @@ impl Host {
 
         let mut streams = config.streams.clone();
         if dev_streams {
-            streams.extend(dev_stream_specs(&plugins, &streams));
+            let manifests: Vec<_> = plugins.iter().map(|p| &p.plugin.manifest).collect();
+            streams.extend(dev_stream_specs(&manifests, &streams));
         }
         if !streams.is_empty() {
             let js = sink
@@ -196,24 +130,66 @@ impl Host {
             jetstream::ensure_streams(js, &streams).await?;
         }
 
-        let mut refused = refused;
-        let mut running = Vec::new();
-        for plugin in plugins {
-            match subscribe_plugin(&client, &sink, &plugin, &ctx).await {
-                Ok(()) => running.push(plugin),
-                Err(e) => {
+        let roster = Arc::new(Roster::default());
+        for r in refused.iter().cloned() {
+            roster.refuse(r);
+        }
+        let swapper = Arc::new(Swapper::new(
+            client.clone(),
+            sink.clone(),
+            ctx.clone(),
+            roster.clone(),
+        ));
+        let mut watched = Vec::new();
+        for r in &refused {
+            watched.push((r.path.clone(), None));
+        }
+        for loaded in plugins {
+            let (name, version) = (
+                loaded.plugin.name().to_owned(),
+                loaded.plugin.manifest.version.clone(),
+            );
+            let sha256 = loaded.plugin.sha256.clone();
+            let origin = Origin::Local(loaded.path.clone());
+            match swapper.install(loaded.plugin, origin).await {
+                Ok(()) => watched.push((loaded.path, Some(name))),
+                Err(reason) => {
                     // A subscription that cannot be made refuses the plugin;
                     // the others keep running.
-                    let reason = format!("{e:#}");
-                    tracing::error!(plugin = plugin.name(), "refusing plugin: {reason}");
-                    refused.push(Refused {
-                        path: PathBuf::from(plugin.name()),
+                    tracing::error!(plugin = %name, "refusing plugin: {reason}");
+                    watched.push((loaded.path.clone(), None));
+                    roster.refuse(Refused {
+                        path: loaded.path,
                         reason,
+                        name: Some(name),
+                        version: Some(version),
+                        sha256: Some(sha256),
                     });
                 }
             }
         }
-        let plugins = running;
+        if config.deploy.watch {
+            let js = sink
+                .jetstream()
+                .context("deploy.watch: the NATS server has no JetStream for this account")?;
+            let buckets = crate::deploy::Buckets::open(js, &config.deploy, true).await?;
+            let follower = follow::Follower {
+                buckets,
+                loader: loader.clone(),
+                swapper: swapper.clone(),
+            };
+            let from = follower.converge().await?;
+            ctx.feeders.spawn(follower.follow(from, ctx.stop.clone()));
+        }
+        if config.plugins.watch {
+            reload::spawn(
+                watched,
+                loader.clone(),
+                swapper.clone(),
+                ctx.stop.clone(),
+                &ctx.feeders,
+            )?;
+        }
         let requests = client
             .subscribe(crate::status::SUBJECT)
             .await
@@ -222,15 +198,14 @@ impl Host {
             client.clone(),
             requests,
             ctx.host_id.clone(),
-            plugins.clone(),
+            roster.clone(),
             ctx.stop.clone(),
         ));
         let service = crate::fleet::register(
             &client,
             crate::fleet::Source {
                 host: ctx.host_id.clone(),
-                plugins: plugins.clone(),
-                refused: refused.clone(),
+                roster: roster.clone(),
                 started: std::time::SystemTime::now(),
                 nats_server: client.server_info().server_name,
                 metrics: metrics_addr,
@@ -247,25 +222,18 @@ impl Host {
         if metrics_addr.is_some()
             && let Some(js) = sink.jetstream()
         {
-            let watched = watched_consumers(&plugins);
-            if !watched.is_empty() {
-                let every = Duration::from_millis(config.telemetry.lag_poll_ms);
-                ctx.feeders.spawn(transport::lag::poll(
-                    js.clone(),
-                    watched,
-                    every,
-                    lag.clone(),
-                    ctx.stop.clone(),
-                ));
-                let _ = served.lag.set(lag.clone());
-            }
+            let every = Duration::from_millis(config.telemetry.lag_poll_ms);
+            ctx.feeders.spawn(transport::lag::poll(
+                js.clone(),
+                roster.clone(),
+                every,
+                lag.clone(),
+                ctx.stop.clone(),
+            ));
+            let _ = served.lag.set(lag.clone());
         }
-        ctx.feeders.close();
         let collector = telemetry::metrics::HostCollector {
-            plugins: plugins
-                .iter()
-                .map(telemetry::metrics::PluginView::of)
-                .collect(),
+            roster: roster.clone(),
             connection: link,
             sandbox: Some(telemetry::metrics::SandboxView {
                 engine: runtime.engine().clone(),
@@ -284,8 +252,9 @@ impl Host {
             telemetry_stop,
             metrics_addr,
             traces,
-            plugins,
-            refused,
+            roster,
+            swapper,
+            loader,
             sink,
             stop: ctx.stop,
             feeders: ctx.feeders,
@@ -295,12 +264,25 @@ impl Host {
         })
     }
 
-    pub fn plugins(&self) -> &[Arc<Plugin>] {
-        &self.plugins
+    /// The current version of every running plugin, by name.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.roster.plugins()
     }
 
-    pub fn refused(&self) -> &[Refused] {
-        &self.refused
+    /// What was refused (a bundle, a deployment, a rebuild) and is not running since.
+    pub fn refused(&self) -> Vec<Refused> {
+        self.roster.refused()
+    }
+
+    /// Run `plugin` from `origin`, swapping it for the running version of its
+    /// name, if any (what a deployment or a rebuild does).
+    pub async fn install(&self, plugin: Plugin, origin: Origin) -> Result<(), String> {
+        self.swapper.install(plugin, origin).await
+    }
+
+    /// What loads bundles for this host (its engine, config and tracing).
+    pub fn loader(&self) -> &Loader {
+        &self.loader
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, when they are.
@@ -314,6 +296,7 @@ impl Host {
         tracing::info!("shutting down: no new events; finishing those in flight");
         self.stop.cancel();
         let drained = tokio::time::timeout(self.grace, async {
+            self.feeders.close();
             self.feeders.wait().await;
             self.events.close();
             self.events.wait().await;
@@ -329,7 +312,7 @@ impl Host {
         let flushed = transport::sync_with_server(self.sink.client())
             .await
             .context("cannot flush the last messages to NATS");
-        for plugin in &self.plugins {
+        for plugin in self.roster.plugins() {
             let s = &plugin.stats;
             let get = Stats::get;
             tracing::info!(

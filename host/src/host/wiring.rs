@@ -1,12 +1,12 @@
-//! How one plugin is wired to NATS when the host starts: its core
-//! subscriptions and durable consumers, its readers, its circuit follower and
-//! its pipeline; the consumers the lag poller watches; `--dev` streams.
+//! How one plugin is wired to NATS: its core subscriptions and durable
+//! consumers, its readers, its circuit follower and its pipeline, stopped
+//! together by the wiring's own token; `--dev` streams.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,6 +15,18 @@ use crate::pipeline;
 use crate::plugin::Plugin;
 use crate::transport::{self, Feed, IdSource, NatsSink, jetstream};
 
+/// One plugin's readers and pipeline, running.
+pub(super) struct Wired {
+    /// The version new events start on; replacing it is a swap that keeps
+    /// the subscriptions.
+    pub(super) current: watch::Sender<Arc<Plugin>>,
+    /// Stops the readers and the circuit follower (a child of the host's
+    /// stop); the pipeline then finishes what they queued and ends.
+    pub(super) stop: CancellationToken,
+    /// The core readers: done once their subscriptions are drained.
+    pub(super) core_readers: TaskTracker,
+}
+
 /// Subscribe all of one plugin's subscriptions, then start its readers and
 /// its pipeline.
 pub(super) async fn subscribe_plugin(
@@ -22,7 +34,8 @@ pub(super) async fn subscribe_plugin(
     sink: &Arc<NatsSink>,
     plugin: &Arc<Plugin>,
     ctx: &Running,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Wired> {
+    let wiring = ctx.stop.child_token();
     let manifest = &plugin.manifest;
     // JetStream deliveries wait in the queue with their ack timer running:
     // keep that wait short.
@@ -90,13 +103,14 @@ pub(super) async fn subscribe_plugin(
         stats: plugin.stats.clone(),
         queue: tx,
     };
+    let core_readers = TaskTracker::new();
     for subscriber in core {
-        ctx.feeders.spawn(transport::core::read(
+        core_readers.spawn(transport::core::read(
             subscriber,
             feed.clone(),
             manifest.limits.queue,
             ctx.ids.clone(),
-            ctx.stop.clone(),
+            wiring.clone(),
         ));
     }
     let pull = jetstream::PullSettings::new(manifest, ctx.grace);
@@ -107,42 +121,32 @@ pub(super) async fn subscribe_plugin(
             consumer,
             feed.clone(),
             pull,
-            ctx.stop.clone(),
+            wiring.clone(),
         ));
     }
     drop(feed);
-    ctx.feeders.spawn(follower.run(ctx.stop.clone()));
-    ctx.feeders.spawn(pipeline::serve(
-        plugin.clone(),
+    ctx.feeders.spawn(follower.run(wiring.clone()));
+    let (current, versions) = watch::channel(plugin.clone());
+    ctx.feeders.spawn(pipeline::serve_versions(
+        versions,
         sink.clone(),
         rx,
         ctx.events.clone(),
         ctx.stop.clone(),
     ));
-    Ok(())
-}
-
-/// Every JetStream consumer the plugins pull from, for the lag poller.
-pub(super) fn watched_consumers(plugins: &[Arc<Plugin>]) -> Vec<transport::lag::Watched> {
-    let mut watched = Vec::new();
-    for plugin in plugins {
-        for sub in &plugin.manifest.subscribe {
-            if sub.mode != DeliveryMode::Jetstream {
-                continue;
-            }
-            if let Ok(spec) = jetstream::ConsumerSpec::new(&plugin.manifest, sub) {
-                watched.push(transport::lag::Watched {
-                    plugin: plugin.name().to_owned(),
-                    stream: spec.stream.clone(),
-                    consumer: spec.durable().to_owned(),
-                });
-            }
-        }
-    }
-    watched
+    core_readers.close();
+    // The host's stop waits for them too.
+    let readers = core_readers.clone();
+    ctx.feeders.spawn(async move { readers.wait().await });
+    Ok(Wired {
+        current,
+        stop: wiring,
+        core_readers,
+    })
 }
 
 /// What every plugin's readers and pipeline share.
+#[derive(Clone)]
 pub(super) struct Running {
     pub(super) ids: Arc<IdSource>,
     /// Readers and pipelines.
@@ -160,12 +164,12 @@ pub(super) struct Running {
 /// `--dev`: a file stream per jetstream subscription whose stream is neither
 /// declared nor requested twice, capturing the subscription's subject.
 pub(super) fn dev_stream_specs(
-    plugins: &[Arc<Plugin>],
+    manifests: &[&crate::config::Manifest],
     declared: &[StreamSpec],
 ) -> Vec<StreamSpec> {
     let mut specs: Vec<StreamSpec> = Vec::new();
-    for plugin in plugins {
-        for sub in &plugin.manifest.subscribe {
+    for manifest in manifests {
+        for sub in &manifest.subscribe {
             let Some(name) = &sub.stream else { continue };
             if declared.iter().any(|s| &s.name == name) {
                 continue;

@@ -24,7 +24,8 @@ use crate::plugin::{Plugin, Stats};
 /// Events waiting for the circuit, and the way back in for events whose
 /// attempt failed while it was open.
 pub(super) struct Held<D> {
-    plugin: Arc<Plugin>,
+    /// The plugin's current version (versions share counters and circuit).
+    versions: watch::Receiver<Arc<Plugin>>,
     queue: VecDeque<Inbound<D>>,
     back_tx: mpsc::UnboundedSender<Inbound<D>>,
     back_rx: mpsc::UnboundedReceiver<Inbound<D>>,
@@ -38,11 +39,11 @@ pub(super) struct Held<D> {
 }
 
 impl<D: Delivery> Held<D> {
-    pub(super) fn new(plugin: Arc<Plugin>) -> Self {
+    pub(super) fn new(versions: watch::Receiver<Arc<Plugin>>) -> Self {
         let (back_tx, back_rx) = mpsc::unbounded_channel();
-        let changes = plugin.circuit.transitions();
+        let changes = versions.borrow().circuit.transitions();
         Self {
-            plugin,
+            versions,
             queue: VecDeque::new(),
             back_tx,
             back_rx,
@@ -51,6 +52,10 @@ impl<D: Delivery> Held<D> {
             last_shed_warning: None,
             changes,
         }
+    }
+
+    fn plugin(&self) -> Arc<Plugin> {
+        self.versions.borrow().clone()
     }
 
     /// Run `work` (the wait for a free slot) while keeping the held events
@@ -102,7 +107,7 @@ impl<D: Delivery> Held<D> {
                     Some(item) = self.back_rx.recv() => item,
                     item = inbound.recv() => match item {
                         Some(item) => {
-                            Stats::drop_gauge(&self.plugin.stats.queued);
+                            Stats::drop_gauge(&self.plugin().stats.queued);
                             item
                         }
                         None => {
@@ -112,14 +117,14 @@ impl<D: Delivery> Held<D> {
                     },
                 },
             };
-            let circuit = self.plugin.circuit.clone();
+            let circuit = self.plugin().circuit.clone();
             self.changes.borrow_and_update();
             if stop.is_cancelled() {
                 // The serve loop hands it back (or, for core, runs it).
                 return Some((item, false));
             }
             let (gate, change) = circuit.gate(Instant::now());
-            log_change(&self.plugin, change);
+            log_change(&self.plugin(), change);
             match gate {
                 Gate::Pass => return Some((item, false)),
                 Gate::Probe => return Some((item, true)),
@@ -166,7 +171,7 @@ impl<D: Delivery> Held<D> {
                 Some(item) = self.back_rx.recv() => self.hold_or_shed(sink, item).await,
                 item = inbound.recv(), if !self.closed => match item {
                     Some(item) => {
-                        Stats::drop_gauge(&self.plugin.stats.queued);
+                        Stats::drop_gauge(&self.plugin().stats.queued);
                         self.hold_or_shed(sink, item).await
                     }
                     None => {
@@ -192,14 +197,15 @@ impl<D: Delivery> Held<D> {
         while let Ok(item) = self.back_rx.try_recv() {
             self.queue.push_back(item);
         }
+        let plugin = self.plugin();
         for item in self.queue.drain(..) {
-            Stats::bump(&self.plugin.stats.handed_back);
+            Stats::bump(&plugin.stats.handed_back);
             item.delivery.settle(Settle::HandBack).await;
         }
     }
 
     async fn shed<S: Sink>(&mut self, sink: &S, item: Inbound<D>) {
-        let plugin = &self.plugin;
+        let plugin = self.plugin();
         Stats::bump(&plugin.stats.shed_circuit_open);
         let quiet = self
             .last_shed_warning

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -71,15 +71,30 @@ pub trait Delivery: Send + Sync + 'static {
 pub async fn serve<D: Delivery, S: Sink>(
     plugin: Arc<Plugin>,
     sink: Arc<S>,
+    inbound: mpsc::Receiver<Inbound<D>>,
+    events: TaskTracker,
+    stop: CancellationToken,
+) {
+    let (_only, versions) = watch::channel(plugin);
+    serve_versions(versions, sink, inbound, events, stop).await
+}
+
+/// [`serve`], each event on the version `versions` holds when it starts: a
+/// new version takes every event not started yet, while those running finish
+/// on theirs. Versions share the plugin's counters and circuit, and keep the
+/// first one's `max_in_flight` (a version with other limits or subscriptions
+/// gets a pipeline of its own).
+pub async fn serve_versions<D: Delivery, S: Sink>(
+    versions: watch::Receiver<Arc<Plugin>>,
+    sink: Arc<S>,
     mut inbound: mpsc::Receiver<Inbound<D>>,
     events: TaskTracker,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(
-        plugin.manifest.limits.max_in_flight as usize,
-    ));
+    let max_in_flight = versions.borrow().manifest.limits.max_in_flight;
+    let slots = Arc::new(Semaphore::new(max_in_flight as usize));
     let unstored = Arc::new(Unstored::default());
-    let mut held = Held::new(plugin.clone());
+    let mut held = Held::new(versions.clone());
     while let Some((item, probe)) = held.next(sink.as_ref(), &mut inbound, &stop).await {
         let redelivers = item.delivery.redelivers();
         let wait_for_slot = async {
@@ -94,6 +109,7 @@ pub async fn serve<D: Delivery, S: Sink>(
             }
         };
         let permit = held.keep_alive_while(wait_for_slot).await;
+        let plugin = versions.borrow().clone();
         let Some(permit) = permit else {
             Stats::bump(&plugin.stats.handed_back);
             if probe {
@@ -102,7 +118,6 @@ pub async fn serve<D: Delivery, S: Sink>(
             item.delivery.settle(Settle::HandBack).await;
             continue;
         };
-        let plugin = plugin.clone();
         let sink = sink.clone();
         let stop = stop.clone();
         let unstored = unstored.clone();

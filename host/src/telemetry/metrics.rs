@@ -39,10 +39,6 @@ impl std::fmt::Debug for PluginView {
 }
 
 impl PluginView {
-    pub fn of(plugin: &Arc<Plugin>) -> Self {
-        Self(plugin.clone())
-    }
-
     fn name(&self) -> &str {
         self.0.name()
     }
@@ -72,7 +68,8 @@ impl std::fmt::Debug for SandboxView {
 /// lag at each scrape.
 #[derive(Debug)]
 pub struct HostCollector {
-    pub plugins: Vec<PluginView>,
+    /// Read at each scrape: a swapped plugin shows its new version.
+    pub roster: Arc<crate::roster::Roster>,
     pub connection: Arc<dyn Connection>,
     pub sandbox: Option<SandboxView>,
     pub lag: Arc<LagBoard>,
@@ -150,7 +147,7 @@ impl Collector for HostCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (name, help, pick) in COUNTERS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for p in &self.plugins {
+            for p in &self.views() {
                 let labels = [("plugin", p.name())];
                 ConstCounter::new(Stats::get(pick(p.stats())))
                     .encode(metric.encode_family(&labels)?)?;
@@ -161,7 +158,7 @@ impl Collector for HostCollector {
         self.encode_gauges(&mut encoder)?;
         for (name, help, pick) in HISTOGRAMS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for p in &self.plugins {
+            for p in &self.views() {
                 let labels = [("plugin", p.name())];
                 pick(p.stats()).0.encode(metric.encode_family(&labels)?)?;
             }
@@ -174,7 +171,7 @@ impl Collector for HostCollector {
             None,
             MetricType::Info,
         )?;
-        for p in &self.plugins {
+        for p in &self.views() {
             let labels = [
                 ("plugin", p.name()),
                 ("version", p.0.manifest.version.as_str()),
@@ -215,6 +212,10 @@ const HISTOGRAMS: &[(&str, &str, PickHistogram)] = &[
 ];
 
 impl HostCollector {
+    fn views(&self) -> Vec<PluginView> {
+        self.roster.plugins().into_iter().map(PluginView).collect()
+    }
+
     /// Failed attempts by kind, and dead letters by the kind they carry
     /// (`Weir-Error-Kind`: `retry-exhausted` for a retry that ran out).
     fn encode_kinds(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -224,7 +225,7 @@ impl HostCollector {
             None,
             MetricType::Counter,
         )?;
-        for p in &self.plugins {
+        for p in &self.views() {
             for kind in FailureKind::ALL {
                 let labels = [("plugin", p.name()), ("kind", kind.as_str())];
                 ConstCounter::new(p.stats().failed_by_kind.get(kind))
@@ -237,7 +238,7 @@ impl HostCollector {
             None,
             MetricType::Counter,
         )?;
-        for p in &self.plugins {
+        for p in &self.views() {
             for kind in FailureKind::ALL {
                 let labels = [("plugin", p.name()), ("kind", kind.dead_letter_kind())];
                 ConstCounter::new(p.stats().dead_lettered_by_kind.get(kind))
@@ -254,7 +255,7 @@ impl HostCollector {
             None,
             MetricType::Counter,
         )?;
-        for p in &self.plugins {
+        for p in &self.views() {
             for (reason, n) in [
                 ("queue-full", Stats::get(&p.stats().shed)),
                 ("circuit-open", Stats::get(&p.stats().shed_circuit_open)),
@@ -287,7 +288,7 @@ impl HostCollector {
         ];
         for (name, help, read) in gauges {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for p in &self.plugins {
+            for p in &self.views() {
                 let labels = [("plugin", p.name())];
                 ConstGauge::new(read(p) as i64).encode(metric.encode_family(&labels)?)?;
             }

@@ -12,38 +12,48 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::DeliveryMode;
+use crate::plugin::Plugin;
+use crate::roster::Roster;
 use crate::telemetry::lag::{ConsumerState, LagBoard, LagSample};
+use crate::transport::jetstream::ConsumerSpec;
 
 /// One consumer to watch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
     pub plugin: String,
     pub stream: String,
     pub consumer: String,
 }
 
-/// Poll every consumer of `watched` every `every` until `stop`, writing each
-/// round onto `board`. A consumer that cannot be asked about (no answer) keeps
-/// its last figures, marked stale.
+/// Poll every consumer the plugins of `roster` pull from, every `every`
+/// until `stop`, writing each round onto `board`; the set is read again each
+/// round (a swapped plugin may pull from others). A consumer that cannot be
+/// asked about (no answer) keeps its last figures, marked stale.
 pub async fn poll(
     js: jetstream::Context,
-    watched: Vec<Watched>,
+    roster: Arc<Roster>,
     every: Duration,
     board: Arc<LagBoard>,
     stop: CancellationToken,
 ) {
-    board.set(
-        watched
-            .iter()
-            .map(|w| LagSample::new(&w.plugin, &w.stream, &w.consumer))
-            .collect(),
-    );
+    let mut watched: Vec<Watched> = Vec::new();
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        let now = consumers(&roster.plugins());
+        if now != watched {
+            watched = now;
+            board.set(
+                watched
+                    .iter()
+                    .map(|w| LagSample::new(&w.plugin, &w.stream, &w.consumer))
+                    .collect(),
+            );
         }
         for (i, w) in watched.iter().enumerate() {
             let state = ask(&js, w).await;
@@ -73,4 +83,24 @@ async fn ask(js: &jetstream::Context, w: &Watched) -> ConsumerState {
             _ => ConsumerState::Unknown(format!("{e}")),
         },
     }
+}
+
+/// Every JetStream consumer `plugins` pull from.
+fn consumers(plugins: &[Arc<Plugin>]) -> Vec<Watched> {
+    let mut watched = Vec::new();
+    for plugin in plugins {
+        for sub in &plugin.manifest.subscribe {
+            if sub.mode != DeliveryMode::Jetstream {
+                continue;
+            }
+            if let Ok(spec) = ConsumerSpec::new(&plugin.manifest, sub) {
+                watched.push(Watched {
+                    plugin: plugin.name().to_owned(),
+                    stream: spec.stream.clone(),
+                    consumer: spec.durable().to_owned(),
+                });
+            }
+        }
+    }
+    watched
 }
