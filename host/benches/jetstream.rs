@@ -16,6 +16,11 @@
 //! `WEIR_BENCH_ONLY=event` (comma-separated: native, event, reuse) runs only
 //! those, e.g. under a profiler.
 
+/// The allocator the `weir` binary runs with (host/src/main.rs).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,30 +1,19 @@
 //! The `weir` binary: set up the process, parse, run, map errors to exit codes.
 
-fn main() -> std::process::ExitCode {
-    fixed_mmap_threshold();
-    weir_host::cli::main()
-}
+/// jemalloc, not glibc's malloc. On the event path (many small blocks
+/// allocated on one tokio worker and freed on another) glibc's free and its
+/// arena locks were 12% of weir's CPU; with jemalloc, weir's CPU per
+/// JetStream event (reuse) went 30.4 -> 23.4 µs and core NATS reuse 0.22x
+/// -> 0.31x a native relay (README, "Benchmarks"). It also gives freed large
+/// blocks back: glibc kept 35 MB of the plugins' freed wasm buffers resident
+/// after start-up (its mmap threshold grows to the size of each block
+/// freed), an idle host with 10 plugins 67 MB against ~30 MB now (footprint
+/// bench). The benches that run weir in-process (jetstream, core_relay) use
+/// it too.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Allocations of 4 MiB and more get their own mapping, given back to the
-/// kernel when freed. glibc's default threshold starts at 128 KiB and rises
-/// to the size of each large block freed (up to 32 MiB), and the heap's trim
-/// threshold with it: after start-up has read and hashed plugin components
-/// (a Python one is ~19 MB) the next ones were allocated from an arena and,
-/// freed, stayed resident — 35 MB of an idle host's 67 MB with 10 plugins
-/// (footprint bench, 2026-12-02). Nothing on the event path allocates this
-/// much. Fixing one threshold stops glibc adjusting either, so the trim
-/// threshold is fixed too, at 8 MiB: an arena keeps up to that much free at
-/// its top rather than giving pages back and faulting them in again.
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const MMAP_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
-        const TRIM_THRESHOLD: libc::c_int = 8 * 1024 * 1024;
-        // SAFETY: mallopt only changes allocator parameters; it is called
-        // before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-        }
-    }
+fn main() -> std::process::ExitCode {
+    weir_host::cli::main()
 }
