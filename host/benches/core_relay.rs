@@ -24,6 +24,11 @@
 //! relays, e.g. under a profiler; `WEIR_BENCH_LATENCY_RATE` paces every
 //! latency run at that many events/s instead. The last line is `SUMMARY {json}`.
 
+/// The allocator the `weir` binary runs with (host/src/main.rs).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod common;
 #[path = "core_relay/load.rs"]
 mod load;

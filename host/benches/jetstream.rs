@@ -12,7 +12,14 @@
 //! stalled pull, issue 16) shows instead of hiding in one figure.
 //!
 //! `cargo bench -p weir-host --bench jetstream` (plugins built first:
-//! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000).
+//! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000);
+//! `WEIR_BENCH_ONLY=event` (comma-separated: native, event, reuse) runs only
+//! those, e.g. under a profiler.
+
+/// The allocator the `weir` binary runs with (host/src/main.rs).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod common;
 
@@ -199,6 +206,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
+    // Comma-separated modes to run alone, e.g. under a profiler.
+    let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
     let server = common::start_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +221,9 @@ fn main() {
         let mut rates: [Vec<f64>; 3] = Default::default();
         for round in 1..=runs {
             for (mode, run) in MODES.iter().enumerate() {
+                if !only.is_empty() && !only.split(',').any(|k| k.trim() == *run) {
+                    continue;
+                }
                 reset_streams(&js).await;
                 fill(&js, n).await;
                 let rate = match *run {
@@ -236,7 +248,10 @@ fn main() {
             .iter_mut()
             .map(|r| {
                 r.sort_by(f64::total_cmp);
-                (r[r.len() / 2], r[0], r[r.len() - 1])
+                match r.len() {
+                    0 => (f64::NAN, f64::NAN, f64::NAN),
+                    len => (r[len / 2], r[0], r[len - 1]),
+                }
             })
             .collect();
         let native = spread[0].0;
