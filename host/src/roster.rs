@@ -90,6 +90,13 @@ impl Roster {
         })
     }
 
+    /// Forget the refusal of a deployment of `name` (rolled back to what
+    /// runs, or undeployed).
+    pub fn forget_refusal(&self, name: &str) {
+        let path = std::path::PathBuf::from(format!("deploy:{name}"));
+        self.write(|i| i.refused.retain(|r| r.path != path))
+    }
+
     /// Record a refusal, replacing an earlier one of the same name or path.
     pub fn refuse(&self, refused: Refused) {
         self.write(|i| {

@@ -309,6 +309,13 @@ async fn two_hosts_follow_deployments_under_load() {
     // Rollback to v1's revision.
     json(&weir(&url, &["rollback", "relay", "--to", "1", "--json"]));
     until_all_run(&[&one, &two], "relay", Some("0.1.0")).await;
+    for host in [&one, &two] {
+        assert!(
+            host.refused().is_empty(),
+            "v3's refusal outlived the rollback: {:?}",
+            host.refused()
+        );
+    }
     produce(
         client.clone(),
         EVENTS + 10..EVENTS + 20,

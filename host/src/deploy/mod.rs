@@ -174,6 +174,18 @@ impl Buckets {
 
     /// Every plugin deployed now, by name, with its revision.
     pub async fn list(&self) -> anyhow::Result<Vec<(Deployment, u64)>> {
+        self.list_each()
+            .await?
+            .into_iter()
+            .map(|(_, found)| found)
+            .collect()
+    }
+
+    /// [`list`](Self::list), a record that cannot be read an error of its own
+    /// key (a host refuses that plugin and runs the others).
+    pub async fn list_each(
+        &self,
+    ) -> anyhow::Result<Vec<(String, anyhow::Result<(Deployment, u64)>)>> {
         let mut keys: Vec<String> = self
             .deployments
             .keys()
@@ -192,7 +204,8 @@ impl Buckets {
                 .with_context(|| format!("cannot read the deployment of {key}"))?
                 && entry.operation == kv::Operation::Put
             {
-                out.push((parse(&key, &entry.value)?, entry.revision));
+                let found = parse(&key, &entry.value).map(|d| (d, entry.revision));
+                out.push((key, found));
             }
         }
         Ok(out)

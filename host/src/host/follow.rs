@@ -34,8 +34,12 @@ impl Follower {
             .context("cannot read the deployments bucket")?
             .state
             .last_sequence;
-        for (record, revision) in self.buckets.list().await? {
-            self.apply_put(record, revision).await;
+        for (name, found) in self.buckets.list_each().await? {
+            match found {
+                Ok((record, revision)) => self.apply_put(record, revision).await,
+                // One bad record refuses that plugin, not the host.
+                Err(e) => self.refuse(&name, None, format!("{e:#}")),
+            }
         }
         Ok(last + 1)
     }
@@ -110,6 +114,8 @@ impl Follower {
                 if self.swapper.remove(&name, &any).await {
                     tracing::info!(plugin = %name, revision = entry.revision, "undeployed");
                 }
+                // A deployment that never ran is not refused any more either.
+                self.swapper.roster.forget_refusal(&name);
             }
         }
     }
@@ -120,6 +126,8 @@ impl Follower {
         if let Some(Origin::Deployed { archive_sha256, .. }) = self.swapper.origin(&name).await
             && archive_sha256 == record.archive_sha256
         {
+            // Back to what runs (a rollback past a refused version).
+            self.swapper.roster.forget_refusal(&name);
             return;
         }
         tracing::info!(

@@ -124,7 +124,7 @@ impl Swapper {
         let plugin = Arc::new(plugin);
         if in_place {
             slot.wired.current.send_replace(plugin.clone());
-        } else if plain_core(&old.manifest) {
+        } else if !overlap_safe(&old.manifest, &plugin.manifest) {
             // Two plain subscriptions to a subject would each get every
             // event: the old ones are drained before the new ones are made.
             slot.wired.stop.cancel();
@@ -191,9 +191,22 @@ impl Swapper {
     }
 }
 
-/// Whether `manifest` has a core subscription outside any queue group.
-fn plain_core(manifest: &Manifest) -> bool {
-    (manifest.subscribe.iter()).any(|s| s.mode == DeliveryMode::Core && s.queue.is_none())
+/// Whether the new wiring's core subscriptions may run beside the old ones
+/// without an event reaching both: every core subject of either version is
+/// subscribed in one and the same queue group by both.
+fn overlap_safe(old: &Manifest, new: &Manifest) -> bool {
+    let core = |m: &Manifest| -> Vec<(String, Option<String>)> {
+        (m.subscribe.iter())
+            .filter(|s| s.mode == DeliveryMode::Core)
+            .map(|s| (s.subject.clone(), s.queue.clone()))
+            .collect()
+    };
+    let (a, b) = (core(old), core(new));
+    a.iter().chain(&b).all(|(subject, queue)| {
+        queue.is_some()
+            && a.iter().all(|(s, q)| s != subject || q == queue)
+            && b.iter().all(|(s, q)| s != subject || q == queue)
+    })
 }
 
 /// Whether a version can take over another's pipeline as it is: the same
