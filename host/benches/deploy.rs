@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use weir_host::bundle::archive;
-use weir_host::config::HostConfig;
+use weir_host::config::{DeployConfig, HostConfig};
 use weir_host::deploy::Buckets;
 use weir_host::host::Host;
 
@@ -46,13 +46,29 @@ fn variant(name: &str, dir: &Path, label: &str, version: &str, extra: &str) -> P
     dst
 }
 
-fn config(url: &str, cache: &Path) -> HostConfig {
+/// A host running only what `deploy`'s buckets name, and following them.
+fn config(url: &str, cache: &Path, deploy: &DeployConfig) -> HostConfig {
     let mut config = HostConfig::default();
     config.nats.url = url.parse().expect("url");
     config.plugins.dirs = Vec::new();
     config.sandbox.cache_dir = Some(cache.to_path_buf());
+    config.deploy = deploy.clone();
     config.deploy.watch = true;
     config
+}
+
+/// Buckets of their own for one run (nothing deployed before), opened.
+async fn fresh_buckets(url: &str) -> (Buckets, DeployConfig, async_nats::Client) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    let tag = rand::random::<u32>();
+    let deploy = DeployConfig {
+        bundles_bucket: format!("bundles_{tag:08x}"),
+        deployments_bucket: format!("deployments_{tag:08x}"),
+        ..DeployConfig::default()
+    };
+    let buckets = Buckets::open(&js, &deploy, true).await.expect("buckets");
+    (buckets, deploy, client)
 }
 
 async fn deploy(buckets: &Buckets, bundle: &Path) {
@@ -83,22 +99,11 @@ async fn until_serving(hosts: &[Host], name: &str, version: &str) -> Duration {
 /// One cold and one warm deploy of `name` to two fresh hosts; (cold, warm).
 async fn deploy_times(url: &str, name: &str) -> (Duration, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = async_nats::connect(url).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let mut deploy_config = weir_host::config::DeployConfig::default();
-    // Each run its own buckets: nothing deployed before.
-    let tag = rand::random::<u32>();
-    deploy_config.bundles_bucket = format!("bundles_{tag:08x}");
-    deploy_config.deployments_bucket = format!("deployments_{tag:08x}");
-    let buckets = Buckets::open(&js, &deploy_config, true)
-        .await
-        .expect("buckets");
+    let (buckets, deploy_config, _client) = fresh_buckets(url).await;
     let cache = dir.path().join("cache");
     let mut hosts = Vec::new();
     for _ in 0..2 {
-        let mut config = config(url, &cache);
-        config.deploy = deploy_config.clone();
-        config.deploy.watch = true;
+        let config = config(url, &cache, &deploy_config);
         hosts.push(Host::start(&config).await.expect("host"));
     }
     let v1 = variant(name, dir.path(), "v1", "0.1.0", "");
@@ -170,18 +175,8 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 /// (steady, in-place swap, swap subscribing again): (p50, p99) µs each.
 async fn swap_latency(url: &str) -> [(u64, u64); 3] {
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = async_nats::connect(url).await.expect("connect");
-    let js = async_nats::jetstream::new(client.clone());
-    let mut deploy_config = weir_host::config::DeployConfig::default();
-    let tag = rand::random::<u32>();
-    deploy_config.bundles_bucket = format!("bundles_{tag:08x}");
-    deploy_config.deployments_bucket = format!("deployments_{tag:08x}");
-    let buckets = Buckets::open(&js, &deploy_config, true)
-        .await
-        .expect("buckets");
-    let mut config = config(url, &dir.path().join("cache"));
-    config.deploy = deploy_config;
-    config.deploy.watch = true;
+    let (buckets, deploy_config, client) = fresh_buckets(url).await;
+    let config = config(url, &dir.path().join("cache"), &deploy_config);
     let host = Host::start(&config).await.expect("host");
     let group = "[config]\ntag = \"a\"\n";
     let v1 = variant("relay", dir.path(), "v1", "0.1.0", group);

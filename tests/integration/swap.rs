@@ -134,6 +134,26 @@ async fn gather(sub: &mut async_nats::Subscriber, n: usize) -> Vec<(usize, Strin
         .collect()
 }
 
+/// `events` JetStream events published 4 ms apart in the background,
+/// returned once a quarter of them are stored: what a swap then runs under.
+async fn load_under_way(
+    client: &async_nats::Client,
+    events: usize,
+) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let producer = tokio::spawn(produce(
+        client.clone(),
+        0..events,
+        Duration::from_millis(4),
+        true,
+        next.clone(),
+    ));
+    while next.load(Ordering::SeqCst) < events / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (next, producer)
+}
+
 /// The first event index surely published after now.
 fn after(next: &AtomicUsize) -> usize {
     next.load(Ordering::SeqCst) + 1
@@ -231,17 +251,7 @@ async fn two_hosts_follow_deployments_under_load() {
     until_all_run(&[&one, &two], "relay", Some("0.1.0")).await;
 
     let mut out = client.subscribe("out.>").await.expect("subscribe");
-    let next = Arc::new(AtomicUsize::new(0));
-    let producer = tokio::spawn(produce(
-        client.clone(),
-        0..EVENTS,
-        Duration::from_millis(4),
-        true,
-        next.clone(),
-    ));
-    while next.load(Ordering::SeqCst) < EVENTS / 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (next, producer) = load_under_way(&client, EVENTS).await;
     json(&weir(&url, &["deploy", s(&v2), "--json"]));
     until_all_run(&[&one, &two], "relay", Some("0.2.0")).await;
     let swapped_at = after(&next);
@@ -463,17 +473,7 @@ async fn weir_up_watch_swaps_a_rebuilt_bundle_under_load() {
     let mut out = client.subscribe("out.>").await.expect("subscribe");
     client.flush().await.expect("flush");
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let producer = tokio::spawn(produce(
-        client.clone(),
-        0..EVENTS,
-        Duration::from_millis(4),
-        true,
-        next.clone(),
-    ));
-    while next.load(Ordering::SeqCst) < EVENTS / 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (next, producer) = load_under_way(&client, EVENTS).await;
     // A broken build first: refused, v1 keeps running.
     let manifest = bundle.join("plugin.toml");
     let good_wasm = std::fs::read(bundle.join("relay.wasm")).expect("wasm");

@@ -24,9 +24,8 @@ mod reload;
 mod swap;
 mod wiring;
 pub use crate::roster::Refused;
-pub use load::Loader;
-pub use swap::Origin;
-use swap::Swapper;
+use load::Loader;
+use swap::{Origin, Swapper};
 use wiring::{Running, dev_stream_specs};
 
 /// A running host.
@@ -49,8 +48,6 @@ pub struct Host {
     service: async_nats::service::Service,
     /// Span export; flushed once the events are finished.
     traces: Traces,
-    swapper: Arc<Swapper>,
-    loader: Loader,
     // Kept alive for the executors' engine and its epoch ticker.
     _runtime: Arc<Runtime>,
 }
@@ -253,8 +250,6 @@ impl Host {
             metrics_addr,
             traces,
             roster,
-            swapper,
-            loader,
             sink,
             stop: ctx.stop,
             feeders: ctx.feeders,
@@ -272,17 +267,6 @@ impl Host {
     /// What was refused (a bundle, a deployment, a rebuild) and is not running since.
     pub fn refused(&self) -> Vec<Refused> {
         self.roster.refused()
-    }
-
-    /// Run `plugin` from `origin`, swapping it for the running version of its
-    /// name, if any (what a deployment or a rebuild does).
-    pub async fn install(&self, plugin: Plugin, origin: Origin) -> Result<(), String> {
-        self.swapper.install(plugin, origin).await
-    }
-
-    /// What loads bundles for this host (its engine, config and tracing).
-    pub fn loader(&self) -> &Loader {
-        &self.loader
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, when they are.
