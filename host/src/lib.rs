@@ -22,6 +22,10 @@
 //! - [`host`]: `weir up` — loads, subscribes, wires readers to pipelines,
 //!   swaps in what is deployed or rebuilt, and stops gracefully; [`roster`]
 //!   is what it runs now, for status, `weir ps` and `/metrics`.
+//! - [`gateway`]: the HTTP gateway (`[http]`) — a request becomes a JetStream
+//!   event (202 + status URL); [`tracking`] is the status document the
+//!   pipeline keeps for such events; [`webhook`] delivers their final status,
+//!   signed the Standard Webhooks way.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,
@@ -36,6 +40,7 @@ pub mod dev;
 pub mod dlq;
 pub mod event;
 pub mod fleet;
+pub mod gateway;
 pub mod harness;
 pub mod host;
 pub mod pipeline;
@@ -47,4 +52,6 @@ pub mod scaffold;
 pub mod stats;
 pub mod status;
 pub mod telemetry;
+pub mod tracking;
 pub mod transport;
+pub mod webhook;

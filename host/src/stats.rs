@@ -42,6 +42,13 @@ pub struct Stats {
     /// Outputs published again in place because the server could not take
     /// them yet (a cluster electing a stream leader): one per publish again.
     pub outputs_retried: AtomicU64,
+    /// Status writes of tracked (HTTP gateway) events that could not be
+    /// stored in the `weir_status` bucket.
+    pub status_unrecorded: AtomicU64,
+    /// Webhook jobs of tracked events stored in `WEIR_WEBHOOKS`, and those
+    /// that could not be.
+    pub webhooks_queued: AtomicU64,
+    pub webhooks_unqueued: AtomicU64,
     /// Core events dropped because the plugin's queue was full.
     pub shed: AtomicU64,
     /// JetStream deliveries handed back to the server, not started (shutdown).

@@ -34,6 +34,8 @@ mod dead_letters;
 mod deploy;
 /// The fleet view: every host a NATS micro-service instance; weir ps (issue 13).
 mod fleet;
+/// The HTTP gateway: accept with 202, poll the status (issue 14).
+mod gateway;
 /// A guest that does not build says which file and line, in a few lines.
 mod guest_builds;
 /// Hostile plugins fail only their own events.

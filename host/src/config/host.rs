@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::auth::HostAuthConfig;
-use super::{ConfigError, DeployConfig, ServerUrls, TelemetryConfig, is_stream_name, parse_toml};
+use super::{
+    ConfigError, DeployConfig, HttpConfig, ServerUrls, TelemetryConfig, is_stream_name, parse_toml,
+};
 use crate::event::{is_publish_subject, is_subscribe_subject};
 /// `weir.toml`: the host's settings. Every field has a default so that `weir up`
 /// alone works.
@@ -27,6 +29,8 @@ pub struct HostConfig {
     pub telemetry: TelemetryConfig,
     /// `[deploy]`: the buckets of the fleet's desired state.
     pub deploy: DeployConfig,
+    /// `[http]`: the HTTP gateway; off when absent.
+    pub http: Option<HttpConfig>,
 }
 
 /// One `[[streams]]` entry.
@@ -258,6 +262,9 @@ impl HostConfig {
         self.auth.validate(path)?;
         self.telemetry.validate(path)?;
         self.deploy.validate(path)?;
+        if let Some(http) = &self.http {
+            http.validate(path)?;
+        }
         if self.sandbox.max_instances == 0 {
             return err("sandbox.max_instances", "must be at least 1");
         }

@@ -35,6 +35,18 @@ pub struct Manifest {
     /// `[circuit]`: the circuit breaker; off unless present.
     #[serde(default)]
     pub circuit: Option<CircuitConfig>,
+    /// `[webhook]`: where the final status of an event that came through the
+    /// HTTP gateway is POSTed, when its request named no `Weir-Callback`.
+    #[serde(default)]
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// `[webhook]` in plugin.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// An http:// or https:// URL.
+    pub url: String,
 }
 
 /// One `[[subscribe]]` entry.
@@ -257,6 +269,14 @@ impl Manifest {
         }
         if let Some(auth) = &self.auth {
             auth.validate(path)?;
+        }
+        if let Some(webhook) = &self.webhook
+            && !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://"))
+        {
+            return err(
+                "webhook.url".into(),
+                format!("{:?} must be an http:// or https:// URL", webhook.url),
+            );
         }
         if let Some(circuit) = &self.circuit {
             circuit.validate(path)?;

@@ -44,6 +44,8 @@ pub struct Host {
     telemetry_stop: CancellationToken,
     /// Where the telemetry endpoint listens, when it does.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the HTTP gateway listens, when it does.
+    http_addr: Option<std::net::SocketAddr>,
     /// This host as an instance of the `weir` NATS micro-service.
     service: async_nats::service::Service,
     /// Span export; flushed once the events are finished.
@@ -126,6 +128,19 @@ impl Host {
                 .context("weir.toml declares [[streams]] but the NATS server has no JetStream")?;
             jetstream::ensure_streams(js, &streams).await?;
         }
+
+        let http_addr = match &config.http {
+            Some(http) => Some(
+                crate::gateway::start(
+                    http,
+                    &config.dead_letter.subject_prefix,
+                    sink.clone(),
+                    ctx.stop.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
 
         let roster = Arc::new(Roster::default());
         for r in refused.iter().cloned() {
@@ -248,6 +263,7 @@ impl Host {
             service,
             telemetry_stop,
             metrics_addr,
+            http_addr,
             traces,
             roster,
             sink,
@@ -272,6 +288,11 @@ impl Host {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, when they are.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where the HTTP gateway listens, when it does (`[http] listen`).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
     }
 
     /// Stop taking events, let in-flight and already received events finish

@@ -192,6 +192,79 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Dead-letter `event` after `failure`, and answer its requester if it has one.
+/// Returns whether the dead letter was stored; one that was not is an error
+/// line and a count, never a success. Both carry the event's trace context.
+pub(crate) async fn dead_letter<S: super::Sink>(
+    plugin: &crate::plugin::Plugin,
+    sink: &S,
+    event: &Event,
+    failure: &Failure,
+    first_seen: SystemTime,
+    origin: Option<(&str, u64)>,
+    trace: &super::trace::EventTrace<'_>,
+) -> bool {
+    // Whatever path led here (admit strips it too), a producer token never
+    // reaches the dead-letter queue.
+    let token = plugin.auth.is_some() && event.header(crate::auth::token::AUTHORIZATION).is_some();
+    let copied;
+    let event = if token || trace.rewrites() {
+        let mut copy = event.clone();
+        if token {
+            crate::auth::token::take_authorization(&mut copy.headers);
+        }
+        // Before the letter is measured against max_payload.
+        trace.stamp(event, &mut copy.headers);
+        copied = copy;
+        &copied
+    } else {
+        event
+    };
+    let letter = DeadLetter {
+        plugin: plugin.name(),
+        subject: &plugin.dead_letter_subject,
+        event,
+        failure,
+        attempts: event.attempt,
+        first_seen,
+        last_seen: SystemTime::now(),
+        origin,
+    };
+    let stored = match sink
+        .dead_letter(letter.to_message_within(sink.max_payload()))
+        .await
+    {
+        Ok(()) => {
+            plugin.stats.dead_lettered(failure.kind);
+            tracing::warn!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
+                error = ?failure.message, "dead-lettered to {}", plugin.dead_letter_subject
+            );
+            true
+        }
+        Err(e) => {
+            crate::plugin::Stats::bump(&plugin.stats.dead_letters_unstored);
+            tracing::error!(
+                plugin = plugin.name(), event = %event.id, subject = %event.subject,
+                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
+                error = %format!("{e:#}"),
+                "cannot store the dead letter ({}); {}",
+                failure.message,
+                if origin.is_some() { "the event stays in its stream" } else { "the core event is lost" }
+            );
+            false
+        }
+    };
+    if let Some(mut reply) = error_reply(event, failure) {
+        trace.stamp(event, &mut reply.headers);
+        if let Err(e) = sink.publish(vec![reply], false).await {
+            tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
+        }
+    }
+    stored
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

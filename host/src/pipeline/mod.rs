@@ -24,6 +24,7 @@ mod letters;
 mod republish;
 mod serve;
 pub mod trace;
+mod tracked;
 mod unstored;
 
 pub use circuit::Circuit;
@@ -49,6 +50,24 @@ pub trait Sink: Send + Sync + 'static {
     /// The largest message the server takes, headers and payload: a dead
     /// letter above it is stored with its payload cut.
     fn max_payload(&self) -> usize;
+    /// Record one plugin's handling of a tracked event (one that came
+    /// through the HTTP gateway) in its status document; returns the
+    /// document as stored.
+    fn track(
+        &self,
+        id: &str,
+        subject: &str,
+        handler: crate::tracking::Handler,
+    ) -> impl Future<Output = anyhow::Result<crate::tracking::StatusDoc>> + Send {
+        let _ = (id, subject, handler);
+        async { anyhow::bail!("this sink keeps no event status") }
+    }
+    /// Store a webhook job (see [`crate::webhook::job`]) for delivery; an
+    /// error when it was not stored.
+    fn enqueue_webhook(&self, job: Message) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let _ = job;
+        async { anyhow::bail!("this sink delivers no webhooks") }
+    }
 }
 
 /// The kind of a [`Sink::publish`] error that may pass if the same outputs are

@@ -11,13 +11,14 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Sink;
 use super::circuit::Verdict;
 use super::decide::{Attempt, Outcome, admit, attempt, stamp_outputs};
 use super::held::{Held, log_change};
-use super::letters::DeadLetter;
+use super::letters::dead_letter;
 use super::trace::{EventTrace, Finish};
+use super::tracked::{self, Tracked};
 use super::unstored::Unstored;
-use super::{Sink, error_reply};
 use crate::event::{Event, Failure, FailureKind, Message};
 use crate::plugin::{Plugin, Stats};
 
@@ -175,7 +176,14 @@ impl<S: Sink> Run<'_, S> {
             None => None,
         };
         let mut trace = EventTrace::begin(&plugin.tracing, &event);
-        let work = self.run(&mut event, refused, redelivers, &mut trace);
+        let tracked = Tracked::of(plugin, &event);
+        let work = self.run(
+            &mut event,
+            refused,
+            redelivers,
+            &mut trace,
+            tracked.as_ref(),
+        );
         let ending = match delivery.progress_every() {
             Some(every) => with_progress(&delivery, every, work).await,
             None => work.await,
@@ -219,6 +227,13 @@ impl<S: Sink> Run<'_, S> {
                     },
                 );
                 if stored {
+                    if let Some(tracked) = &tracked {
+                        // Logged and counted when it fails: the dead letter is
+                        // stored, so the event is not run again for it.
+                        tracked
+                            .finished(plugin, self.sink, &event, Err(&failure))
+                            .await;
+                    }
                     Settle::DeadLettered
                 } else {
                     if redelivers {
@@ -239,6 +254,7 @@ impl<S: Sink> Run<'_, S> {
         refused: Option<Failure>,
         redelivers: bool,
         trace: &mut EventTrace<'_>,
+        tracked: Option<&Tracked>,
     ) -> Ending {
         let (plugin, stop) = (self.plugin, self.stop);
         let policy = &plugin.manifest.retry;
@@ -268,6 +284,9 @@ impl<S: Sink> Run<'_, S> {
         }
         let mut probe = self.probe;
         loop {
+            if let Some(tracked) = tracked {
+                tracked.running(plugin, self.sink, event).await;
+            }
             let span = trace.attempt(event.attempt);
             let Attempt { outcome, logs } = attempt(plugin, event).await;
             let held = self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers);
@@ -280,11 +299,35 @@ impl<S: Sink> Run<'_, S> {
             }
             match outcome {
                 Outcome::Done(outputs) => {
-                    return publish(plugin, self.sink, event, outputs, redelivers, stop, trace)
-                        .await;
+                    let mut listed = tracked.map(|_| Vec::new());
+                    let ending = publish(
+                        plugin,
+                        self.sink,
+                        event,
+                        outputs,
+                        (redelivers, stop),
+                        trace,
+                        listed.as_mut(),
+                    )
+                    .await;
+                    if let (Some(tracked), Some(listed), Ending::Settled(Settle::Done)) =
+                        (tracked, listed, &ending)
+                        && !tracked.finished(plugin, self.sink, event, Ok(listed)).await
+                        && redelivers
+                    {
+                        // Run again (its outputs are dropped as copies) so the
+                        // caller still hears how it ended.
+                        return Ending::Settled(Settle::Unfinished(
+                            policy.delay_after(event.attempt),
+                        ));
+                    }
+                    return ending;
                 }
                 Outcome::Retry { delay, failure } => {
                     note_retry(plugin, event, delay, &failure);
+                    if let Some(tracked) = tracked {
+                        tracked.retrying(plugin, self.sink, event, &failure).await;
+                    }
                     if redelivers {
                         return Ending::Settled(Settle::Retry(delay));
                     }
@@ -352,12 +395,15 @@ async fn publish<S: Sink>(
     sink: &S,
     event: &Event,
     mut outputs: Vec<Message>,
-    confirm: bool,
-    stop: &CancellationToken,
+    (confirm, stop): (bool, &CancellationToken),
     trace: &mut EventTrace<'_>,
+    listed: Option<&mut Vec<crate::tracking::Output>>,
 ) -> Ending {
     stamp_outputs(event, &mut outputs);
     trace.stamp_all(event, &mut outputs);
+    if let Some(listed) = listed {
+        *listed = tracked::outputs(&outputs);
+    }
     let count = outputs.len();
     let started = std::time::Instant::now();
     match super::republish::publish_until_taken(plugin, sink, outputs, confirm, stop).await {
@@ -422,79 +468,6 @@ async fn with_progress<D: Delivery, T>(
             _ = ticks.tick() => delivery.progress().await,
         }
     }
-}
-
-/// Dead-letter `event` after `failure`, and answer its requester if it has one.
-/// Returns whether the dead letter was stored; one that was not is an error
-/// line and a count, never a success. Both carry the event's trace context.
-pub(crate) async fn dead_letter<S: Sink>(
-    plugin: &Plugin,
-    sink: &S,
-    event: &Event,
-    failure: &Failure,
-    first_seen: SystemTime,
-    origin: Option<(&str, u64)>,
-    trace: &EventTrace<'_>,
-) -> bool {
-    // Whatever path led here (admit strips it too), a producer token never
-    // reaches the dead-letter queue.
-    let token = plugin.auth.is_some() && event.header(crate::auth::token::AUTHORIZATION).is_some();
-    let copied;
-    let event = if token || trace.rewrites() {
-        let mut copy = event.clone();
-        if token {
-            crate::auth::token::take_authorization(&mut copy.headers);
-        }
-        // Before the letter is measured against max_payload.
-        trace.stamp(event, &mut copy.headers);
-        copied = copy;
-        &copied
-    } else {
-        event
-    };
-    let letter = DeadLetter {
-        plugin: plugin.name(),
-        subject: &plugin.dead_letter_subject,
-        event,
-        failure,
-        attempts: event.attempt,
-        first_seen,
-        last_seen: SystemTime::now(),
-        origin,
-    };
-    let stored = match sink
-        .dead_letter(letter.to_message_within(sink.max_payload()))
-        .await
-    {
-        Ok(()) => {
-            plugin.stats.dead_lettered(failure.kind);
-            tracing::warn!(
-                plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
-                error = ?failure.message, "dead-lettered to {}", plugin.dead_letter_subject
-            );
-            true
-        }
-        Err(e) => {
-            Stats::bump(&plugin.stats.dead_letters_unstored);
-            tracing::error!(
-                plugin = plugin.name(), event = %event.id, subject = %event.subject,
-                attempt = event.attempt, kind = failure.kind.dead_letter_kind(),
-                error = %format!("{e:#}"),
-                "cannot store the dead letter ({}); {}",
-                failure.message,
-                if origin.is_some() { "the event stays in its stream" } else { "the core event is lost" }
-            );
-            false
-        }
-    };
-    if let Some(mut reply) = error_reply(event, failure) {
-        trace.stamp(event, &mut reply.headers);
-        if let Err(e) = sink.publish(vec![reply], false).await {
-            tracing::warn!(plugin = plugin.name(), event = %event.id, error = %format!("{e:#}"), "cannot send the error reply");
-        }
-    }
-    stored
 }
 
 #[cfg(test)]

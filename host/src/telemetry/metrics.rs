@@ -122,6 +122,21 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         |s| &s.outputs_unconfirmed,
     ),
     (
+        "weir_status_unrecorded",
+        "Status writes of HTTP gateway events that could not be stored.",
+        |s| &s.status_unrecorded,
+    ),
+    (
+        "weir_webhooks_queued",
+        "Webhooks of final statuses stored for delivery.",
+        |s| &s.webhooks_queued,
+    ),
+    (
+        "weir_webhooks_unqueued",
+        "Webhooks of final statuses that could not be stored for delivery.",
+        |s| &s.webhooks_unqueued,
+    ),
+    (
         "weir_events_handed_back",
         "JetStream deliveries handed back unstarted (shutdown).",
         |s| &s.handed_back,

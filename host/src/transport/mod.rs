@@ -10,11 +10,13 @@ pub mod jetstream;
 pub mod lag;
 pub mod server;
 mod sink;
+mod status_kv;
 mod streams;
 mod watchdog;
 
 pub use connection::{Link, connect};
 pub use sink::NatsSink;
+pub use status_kv::StatusBucket;
 pub use streams::StreamIndex;
 
 use std::sync::Arc;

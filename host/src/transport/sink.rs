@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use async_nats::Client;
 use async_nats::jetstream as js;
 
+use super::status_kv::StatusBucket;
 use super::streams::StreamIndex;
 use super::{sync_with_server, to_header_map};
 use crate::config::DeadLetterConfig;
@@ -26,6 +27,8 @@ pub struct NatsSink {
     dead_letters_ready: AtomicBool,
     /// Which output subjects a stream captures.
     streams: StreamIndex,
+    /// The status bucket of tracked events, opened on the first one.
+    status: tokio::sync::OnceCell<StatusBucket>,
 }
 
 impl NatsSink {
@@ -58,6 +61,7 @@ impl NatsSink {
                 ..Default::default()
             },
             dead_letters_ready: AtomicBool::new(false),
+            status: tokio::sync::OnceCell::new(),
         };
         if sink.jetstream.is_some()
             && let Err(e) = sink.ensure_dead_letter_stream().await
@@ -93,6 +97,14 @@ impl NatsSink {
             })?;
         self.dead_letters_ready.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether a stream captures `subject` (from the cached list of streams).
+    pub async fn captures(&self, subject: &str) -> anyhow::Result<bool> {
+        let Some(js) = &self.jetstream else {
+            return Ok(false);
+        };
+        self.streams.captures(js, subject).await
     }
 
     async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
@@ -188,6 +200,52 @@ impl Sink for NatsSink {
 
     fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
+    }
+
+    async fn track(
+        &self,
+        id: &str,
+        subject: &str,
+        handler: crate::tracking::Handler,
+    ) -> anyhow::Result<crate::tracking::StatusDoc> {
+        let Some(js) = &self.jetstream else {
+            bail!("the NATS server has no JetStream: no event status is kept");
+        };
+        let bucket = self
+            .status
+            .get_or_try_init(|| StatusBucket::open(js))
+            .await?;
+        bucket.record(id, subject, handler).await
+    }
+
+    async fn enqueue_webhook(&self, job: Message) -> anyhow::Result<()> {
+        let Some(js) = &self.jetstream else {
+            bail!("the NATS server has no JetStream: webhooks cannot be queued");
+        };
+        let headers = to_header_map(&job.headers)?;
+        let ack = js
+            .publish_with_headers(job.subject.clone(), headers, job.payload)
+            .await
+            .map_err(classify)
+            .with_context(|| format!("cannot queue the webhook on {:?}", job.subject))?
+            .await
+            .map_err(classify)
+            .with_context(|| {
+                format!(
+                    "the webhook on {:?} was not stored (is there a {} stream? a host with [http] creates it)",
+                    job.subject,
+                    crate::webhook::STREAM
+                )
+            })?;
+        if ack.stream != crate::webhook::STREAM {
+            bail!(
+                "the webhook on {:?} went to stream {:?}, not {}",
+                job.subject,
+                ack.stream,
+                crate::webhook::STREAM
+            );
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,202 @@
+//! `[http]` in weir.toml: the HTTP gateway (accept an event with 202, poll
+//! its status, get a signed webhook when it is final). Off when absent.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::event::is_subscribe_subject;
+
+/// `[http]`: the gateway's address, limits, callback policy and secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `POST /v1/events/{subject}` and `GET /v1/events/{id}` on this address.
+    pub listen: SocketAddr,
+    /// The largest request body accepted (413 past it); never more than the
+    /// NATS server's `max_payload`, which is checked per request too.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long an event's status is kept (the `weir_status` bucket's
+    /// `max_age` when weir creates it; a retried `Idempotency-Key` maps to the
+    /// same id for as long).
+    #[serde(default = "default_status_ttl_ms")]
+    pub status_ttl_ms: u64,
+    /// Callback URLs a request may name in `Weir-Callback`: patterns where
+    /// `*` stands for any run of characters (`https://hooks.example.com/*`,
+    /// `http://127.0.0.1:*/*`). Empty: no request may name a callback.
+    #[serde(default)]
+    pub callback_allow: Vec<String>,
+    /// Subjects the gateway may publish to (NATS wildcards); every subject
+    /// a stream captures when absent. Reserved subjects are never allowed.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    /// The Standard Webhooks signing secret (`whsec_...`): a file holding it,
+    /// or an environment variable. Without one, this host delivers no
+    /// webhooks (another host may).
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// Deliveries of one webhook before it is dead-lettered.
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_max_attempts: u32,
+    /// Delay before delivery n+1 is `webhook_backoff_ms[n-1]`; the last repeats.
+    #[serde(default = "default_webhook_backoff")]
+    pub webhook_backoff_ms: Vec<u64>,
+    /// How long one webhook POST may take.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Replicas of the `weir_status` bucket and `WEIR_WEBHOOKS` stream when
+    /// weir creates them (1..=5).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_status_ttl_ms() -> u64 {
+    24 * 60 * 60 * 1000
+}
+
+fn default_webhook_attempts() -> u32 {
+    12
+}
+
+fn default_webhook_backoff() -> Vec<u64> {
+    vec![1_000, 5_000, 30_000, 120_000, 300_000, 900_000]
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+impl HttpConfig {
+    pub(crate) fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| {
+            Err(ConfigError::new(file, Some(&format!("http.{field}")), msg))
+        };
+        if self.max_body_bytes == 0 {
+            return err("max_body_bytes", "must be at least 1".into());
+        }
+        if self.status_ttl_ms < 1_000 {
+            return err("status_ttl_ms", "must be at least 1000".into());
+        }
+        for (i, pattern) in self.callback_allow.iter().enumerate() {
+            if !(pattern.starts_with("http://") || pattern.starts_with("https://")) {
+                return err(
+                    &format!("callback_allow[{i}]"),
+                    format!("{pattern:?} must start with http:// or https://"),
+                );
+            }
+        }
+        if let Some(subjects) = &self.subjects {
+            for (i, s) in subjects.iter().enumerate() {
+                if !is_subscribe_subject(s) {
+                    return err(&format!("subjects[{i}]"), format!("{s:?} is not a subject"));
+                }
+            }
+        }
+        if self.webhook_secret_file.is_some() && self.webhook_secret_env.is_some() {
+            return err(
+                "webhook_secret_file",
+                "give webhook_secret_file or webhook_secret_env, not both".into(),
+            );
+        }
+        if self.webhook_max_attempts == 0 {
+            return err("webhook_max_attempts", "must be at least 1".into());
+        }
+        if self.webhook_backoff_ms.is_empty() {
+            return err("webhook_backoff_ms", "needs at least one delay".into());
+        }
+        if self.webhook_timeout_ms == 0 {
+            return err("webhook_timeout_ms", "must be at least 1".into());
+        }
+        if !(1..=super::MAX_REPLICAS).contains(&self.replicas) {
+            return err("replicas", "must be between 1 and 5".into());
+        }
+        Ok(())
+    }
+
+    /// Whether a callback URL matches one of `callback_allow`.
+    pub fn callback_allowed(&self, url: &str) -> bool {
+        self.callback_allow.iter().any(|p| glob_matches(p, url))
+    }
+}
+
+/// `*` matches any run of characters (none included); every other character
+/// matches itself.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == text;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostConfig;
+
+    #[test]
+    fn globs_match_as_documented() {
+        assert!(glob_matches(
+            "https://hooks.example.com/*",
+            "https://hooks.example.com/a/b"
+        ));
+        assert!(!glob_matches(
+            "https://hooks.example.com/*",
+            "https://hooks.example.com.evil.net/a"
+        ));
+        assert!(glob_matches(
+            "http://127.0.0.1:*/*",
+            "http://127.0.0.1:8081/hook"
+        ));
+        assert!(!glob_matches(
+            "http://127.0.0.1:*/*",
+            "http://127.0.0.2:80/x"
+        ));
+        assert!(glob_matches("http://a/x", "http://a/x"));
+        assert!(!glob_matches("http://a/x", "http://a/xy"));
+        assert!(glob_matches("*", "anything"));
+        assert!(!glob_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_errors_name_the_field() {
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text);
+        assert!(parse("").expect("empty").http.is_none());
+        let c = parse("[http]\nlisten = \"127.0.0.1:8080\"\n").expect("defaults");
+        let http = c.http.expect("on");
+        assert_eq!(http.max_body_bytes, 1024 * 1024);
+        assert_eq!(http.status_ttl_ms, 86_400_000);
+        assert!(!http.callback_allowed("http://127.0.0.1:1/x"));
+        let e = parse("[http]\nlisten = \"127.0.0.1:8080\"\ncallback_allow = [\"ftp://x/*\"]\n")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("http.callback_allow[0]"));
+        let e = parse("[http]\nlisten = \"127.0.0.1:8080\"\nsubjects = [\"a..b\"]\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("http.subjects[0]"));
+        let e = parse("[http]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("http.listen"));
+        let e = parse("[http]\nmax_body_bytes = 5\n").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+    }
+}
