@@ -23,6 +23,8 @@ mod held;
 mod letters;
 mod republish;
 mod serve;
+#[cfg(test)]
+mod testing;
 pub mod trace;
 mod tracked;
 mod unstored;

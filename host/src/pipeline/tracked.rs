@@ -191,3 +191,7 @@ where
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("not tried")))
 }
+
+#[cfg(test)]
+#[path = "tracked_tests.rs"]
+mod tests;

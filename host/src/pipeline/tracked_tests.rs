@@ -1,0 +1,135 @@
+//! Tracked events in memory: the status writes an event's life leads to,
+//! the webhook job of a final status, and untracked events left alone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::pipeline::Settle;
+use crate::pipeline::testing::*;
+use crate::tracking::{CALLBACK, STATUS_ID, State};
+
+const ID: &str = "0123456789abcdef0123456789abcdef";
+
+fn tracked(payload: &str, attempt: u32, callback: Option<&str>) -> crate::event::Event {
+    let mut headers = vec![(STATUS_ID.to_owned(), ID.to_owned())];
+    if let Some(url) = callback {
+        headers.push((CALLBACK.to_owned(), url.to_owned()));
+    }
+    event("e", payload, attempt, headers)
+}
+
+fn states(sink: &MemSink) -> Vec<(State, u32)> {
+    let writes = sink.status_writes.lock().expect("lock");
+    writes.iter().map(|h| (h.status, h.attempts)).collect()
+}
+
+#[tokio::test]
+async fn a_success_records_running_then_succeeded_with_its_outputs_and_queues_one_webhook() {
+    let sink = Arc::new(MemSink::default());
+    let events = vec![tracked("ok", 1, Some("http://127.0.0.1:9/hook"))];
+    let run = serve_events(plugin(3), sink.clone(), true, events, false).await;
+    assert_eq!(run.settled, vec![("e".into(), Settle::Done)]);
+    assert_eq!(
+        states(&sink),
+        vec![(State::Running, 1), (State::Succeeded, 1)]
+    );
+    let docs = sink.statuses.lock().expect("lock");
+    assert_eq!(docs[0].outputs.len(), 1);
+    assert_eq!(docs[0].outputs[0].subject, "out");
+    assert_eq!(docs[0].outputs[0].msg_id.as_deref(), Some("e:0"));
+    let hooks = sink.webhooks.lock().expect("lock");
+    assert_eq!(hooks.len(), 1);
+    let id = crate::event::header(&hooks[0].headers, "Nats-Msg-Id");
+    assert_eq!(id, Some(format!("{ID}.mem.succeeded").as_str()));
+    let body: serde_json::Value = serde_json::from_slice(&hooks[0].payload).expect("json");
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["id"], ID);
+}
+
+#[tokio::test]
+async fn retries_and_the_dead_letter_are_recorded_with_the_error() {
+    let sink = Arc::new(MemSink::default());
+    // A JetStream retry (settled Retry), then the last attempt in a new delivery.
+    let run = serve_events(
+        plugin(2),
+        sink.clone(),
+        true,
+        vec![tracked("retry", 1, None)],
+        false,
+    )
+    .await;
+    assert_eq!(run.settled[0].1, Settle::Retry(Duration::from_millis(1)));
+    serve_events(
+        plugin(2),
+        sink.clone(),
+        true,
+        vec![tracked("retry", 2, None)],
+        false,
+    )
+    .await;
+    assert_eq!(
+        states(&sink),
+        vec![
+            (State::Running, 1),
+            (State::Retrying, 1),
+            (State::Running, 2),
+            (State::DeadLettered, 2),
+        ]
+    );
+    let docs = sink.statuses.lock().expect("lock");
+    let error = docs[0].error.as_ref().expect("an error");
+    assert_eq!(error.kind, "retry-exhausted");
+    assert!(
+        sink.webhooks.lock().expect("lock").is_empty(),
+        "no callback named"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_that_cannot_be_queued_leaves_the_event_unfinished() {
+    let sink = Arc::new(MemSink::default());
+    sink.refuse_webhooks.store(true, Ordering::Relaxed);
+    let events = vec![tracked("ok", 1, Some("http://127.0.0.1:9/hook"))];
+    let plugin = plugin(3);
+    let run = serve_events(plugin.clone(), sink.clone(), true, events, false).await;
+    assert!(
+        matches!(run.settled[0].1, Settle::Unfinished(_)),
+        "{:?}",
+        run.settled
+    );
+    assert_eq!(
+        crate::plugin::Stats::get(&plugin.stats.webhooks_unqueued),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_plugins_webhook_url_serves_when_the_request_named_none() {
+    let sink = Arc::new(MemSink::default());
+    let plugin = plugin_with(3, "[webhook]\nurl = \"https://hooks.example.com/weir\"\n");
+    serve_events(
+        plugin,
+        sink.clone(),
+        true,
+        vec![tracked("reject", 1, None)],
+        false,
+    )
+    .await;
+    let hooks = sink.webhooks.lock().expect("lock");
+    assert_eq!(hooks.len(), 1);
+    let url = crate::event::header(&hooks[0].headers, "Weir-Callback-Url");
+    assert_eq!(url, Some("https://hooks.example.com/weir"));
+    let body: serde_json::Value = serde_json::from_slice(&hooks[0].payload).expect("json");
+    assert_eq!(body["status"], "dead-lettered");
+}
+
+#[tokio::test]
+async fn untracked_events_write_nothing() {
+    let sink = Arc::new(MemSink::default());
+    let bad_id = event("e", "ok", 1, vec![(STATUS_ID.into(), "guess-me".into())]);
+    serve_all(plugin(3), sink.clone(), true, &[("a", "ok", 1)], false).await;
+    serve_events(plugin(3), sink.clone(), true, vec![bad_id], false).await;
+    assert!(sink.status_writes.lock().expect("lock").is_empty());
+    assert!(sink.webhooks.lock().expect("lock").is_empty());
+}
