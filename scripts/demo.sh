@@ -15,6 +15,8 @@ cargo build -p weir-host
 weir=target/debug/weir
 url=${WEIR_NATS_URL:-nats://127.0.0.1:4222}
 export WEIR_NATS_URL=$url
+# The webhook signing secret ./weir.toml's [http] reads (a demo value).
+export WEIR_WEBHOOK_SECRET=${WEIR_WEBHOOK_SECRET:-whsec_$(head -c 24 /dev/urandom | base64)}
 
 pids=()
 cleanup() {
@@ -54,6 +56,9 @@ scrape() {
     sed 's/^/  /' || true
 }
 trap 'scrape; exit 0' INT TERM
+
+# One HTTP round trip: POST -> 202, poll the status, a signed webhook.
+python3 scripts/demo-webhook.py http://127.0.0.1:8080 "$WEIR_WEBHOOK_SECRET"
 
 start=$(date +%s)
 n=0

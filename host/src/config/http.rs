@@ -63,16 +63,22 @@ fn default_status_ttl_ms() -> u64 {
     24 * 60 * 60 * 1000
 }
 
+/// With the backoff below, about 8 hours of tries: a receiver down for
+/// minutes gets its callbacks seconds after it is back, one down for a night
+/// still gets them.
 fn default_webhook_attempts() -> u32 {
-    12
+    15
 }
 
 fn default_webhook_backoff() -> Vec<u64> {
-    vec![1_000, 5_000, 30_000, 120_000, 300_000, 900_000]
+    vec![
+        1_000, 5_000, 30_000, 120_000, 300_000, 900_000, 1_800_000, 3_600_000,
+    ]
 }
 
+/// The Standard Webhooks advice: 15 to 30 s.
 fn default_webhook_timeout_ms() -> u64 {
-    10_000
+    15_000
 }
 
 fn default_replicas() -> usize {
