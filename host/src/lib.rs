@@ -23,6 +23,8 @@
 //!   swaps in what is deployed or rebuilt, and stops gracefully; [`roster`]
 //!   is what it runs now, for status, `weir ps` and `/metrics`.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
+//! - [`webhook`]: signed callbacks from the `WEIR_WEBHOOKS` work queue,
+//!   retried with backoff, dead-lettered after their attempts.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,
 //!   traces) are the edges.
@@ -48,3 +50,4 @@ pub mod stats;
 pub mod status;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;

@@ -60,5 +60,7 @@ mod stall;
 mod swap;
 /// Issue 11: W3C trace context across NATS hops; spans at an OTLP/HTTP receiver.
 mod traces;
+/// Issue 14: signed webhooks, retried from a work queue, checked by the spec's library.
+mod webhooks;
 /// `weir test` on the retry path: exit status, --follow, --set, verdicts.
 mod weir_test;
