@@ -28,6 +28,8 @@ enum Reply {
     Status(u16),
     /// Never answer (a receiver that hangs, or a host killed mid-POST).
     Hang,
+    /// 200, after this many milliseconds (a POST still under way).
+    SlowOk(u64),
 }
 
 /// One request as the receiver saw it.
@@ -114,7 +116,11 @@ impl Receiver {
     fn delivered(&self) -> Vec<Hit> {
         self.hits()
             .into_iter()
-            .filter(|h| matches!(h.reply, Reply::Status(s) if (200..300).contains(&s)))
+            .filter(|h| match h.reply {
+                Reply::Status(s) => (200..300).contains(&s),
+                Reply::SlowOk(_) => true,
+                Reply::Hang => false,
+            })
             .collect()
     }
 
@@ -150,6 +156,10 @@ async fn accept(
     match reply {
         Reply::Status(code) => StatusCode::from_u16(code).expect("a status code"),
         Reply::Hang => std::future::pending().await,
+        Reply::SlowOk(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            StatusCode::OK
+        }
     }
 }
 
@@ -567,5 +577,59 @@ async fn a_job_left_by_a_crashed_host_is_delivered_by_another() {
     assert_eq!(hits.len(), 2, "{hits:#?}");
     assert_eq!(receiver.delivered().len(), 1);
     assert!(hits.iter().all(|h| h.verified.is_ok()));
+    stop.cancel();
+}
+
+/// Stop while a POST is under way: the POST finishes and its job is
+/// settled (acked) before the deliverer's tasks are done.
+#[tokio::test]
+async fn a_post_under_way_at_stop_finishes_and_settles() {
+    let (_server, client, js) = setup().await;
+    let (secret, text) = Secret::generate();
+    let receiver = Receiver::start(&text, &[Reply::SlowOk(500)], Reply::Status(500)).await;
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let counters = webhook::spawn(js.clone(), settings(secret), stop.clone(), &tasks)
+        .await
+        .expect("deliverer");
+    enqueue(&js, "enrich", &receiver.url("h"), "wh_ev9", "{}").await;
+    receiver.wait_hits(1, "the POST starts").await;
+    stop.cancel();
+    tasks.close();
+    tokio::time::timeout(PATIENCE, tasks.wait())
+        .await
+        .expect("the deliverer stops");
+    assert_eq!(Counters::get(&counters.delivered), 1);
+    wait_queue_empty(&client).await;
+    assert_eq!(receiver.hits().len(), 1);
+}
+
+/// The NATS server restarts under a running deliverer: jobs published after
+/// it is back are delivered, by the same deliverer.
+#[tokio::test]
+async fn the_deliverer_rides_out_a_nats_restart() {
+    let (mut server, _client, js) = setup().await;
+    let (secret, text) = Secret::generate();
+    let receiver = Receiver::start(&text, &[], Reply::Status(200)).await;
+    let deliverer_client = server.client().await;
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let counters = webhook::spawn(
+        jetstream::new(deliverer_client),
+        settings(secret),
+        stop.clone(),
+        &tasks,
+    )
+    .await
+    .expect("deliverer");
+    enqueue(&js, "enrich", &receiver.url("i"), "wh_before", "{}").await;
+    wait_count(&counters.delivered, 1, "delivered before the restart").await;
+
+    server.kill();
+    server.restart();
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    enqueue(&js, "enrich", &receiver.url("i"), "wh_after", "{}").await;
+    wait_count(&counters.delivered, 2, "delivered after the restart").await;
+    wait_queue_empty(&client).await;
+    assert_eq!(receiver.delivered().len(), 2);
     stop.cancel();
 }
