@@ -1,175 +1,23 @@
 //! Issue 14: signed webhooks from the `WEIR_WEBHOOKS` work queue. A real
-//! receiver (axum on 127.0.0.1) checks every signature with the Standard
-//! Webhooks project's own Rust library (`standardwebhooks`), not with weir's
-//! code, and answers as each test scripts it: 2xx, 503, 410, 500, or never.
-//! The deliverers run on a real nats-server; a crashed host is a deliverer on
-//! its own runtime, dropped mid-POST.
+//! receiver ([`receiver`]) checks every signature with the Standard Webhooks
+//! project's own Rust library and answers as each test scripts it: 2xx, 503,
+//! 410, 500, slowly, or never. The deliverers run on a real nats-server; a
+//! crashed host is a deliverer on its own runtime, dropped mid-POST.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+mod receiver;
+
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_host::webhook::{self, Counters, Secret, Settings};
 
 use crate::support::*;
+use receiver::{Receiver, Reply, wait_until};
 
 const DLQ_SUBJECT: &str = "weir.dlq.webhooks";
-
-/// How the receiver answers one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reply {
-    Status(u16),
-    /// Never answer (a receiver that hangs, or a host killed mid-POST).
-    Hang,
-    /// 200, after this many milliseconds (a POST still under way).
-    SlowOk(u64),
-}
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Hit {
-    headers: HeaderMap,
-    body: bytes::Bytes,
-    /// The independent library's verdict on the signature.
-    verified: Result<(), String>,
-    reply: Reply,
-}
-
-struct Script {
-    /// Replies for the next requests, in order...
-    first: VecDeque<Reply>,
-    /// ...then this one for every request after.
-    then: Reply,
-    hits: Vec<Hit>,
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    script: Arc<Mutex<Script>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-type Shared = (Arc<Mutex<Script>>, Arc<standardwebhooks::Webhook>);
-
-impl Receiver {
-    async fn start(secret: &str, first: &[Reply], then: Reply) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        Self::serve(listener, secret, first, then)
-    }
-
-    /// Serve on a port chosen earlier (the receiver "comes back").
-    async fn start_on(addr: SocketAddr, secret: &str, then: Reply) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind the receiver's old port again");
-        Self::serve(listener, secret, &[], then)
-    }
-
-    fn serve(
-        listener: tokio::net::TcpListener,
-        secret: &str,
-        first: &[Reply],
-        then: Reply,
-    ) -> Self {
-        let addr = listener.local_addr().expect("its address");
-        let script = Arc::new(Mutex::new(Script {
-            first: first.iter().copied().collect(),
-            then,
-            hits: Vec::new(),
-        }));
-        let verifier = Arc::new(
-            standardwebhooks::Webhook::new(secret).expect("the spec library reads the secret"),
-        );
-        let app = axum::Router::new()
-            .route("/hooks/{name}", axum::routing::post(accept))
-            .with_state((script.clone(), verifier));
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("the receiver serves");
-        });
-        Self { addr, script, task }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://{}/hooks/{name}?token=URLTOKEN", self.addr)
-    }
-
-    fn set_then(&self, then: Reply) {
-        self.script.lock().expect("lock").then = then;
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.script.lock().expect("lock").hits.clone()
-    }
-
-    /// Requests answered 2xx.
-    fn delivered(&self) -> Vec<Hit> {
-        self.hits()
-            .into_iter()
-            .filter(|h| match h.reply {
-                Reply::Status(s) => (200..300).contains(&s),
-                Reply::SlowOk(_) => true,
-                Reply::Hang => false,
-            })
-            .collect()
-    }
-
-    async fn wait_hits(&self, n: usize, what: &str) -> Vec<Hit> {
-        wait_until(what, || self.hits().len() >= n).await;
-        self.hits()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn accept(
-    State((script, verifier)): State<Shared>,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-) -> StatusCode {
-    let verified = verifier.verify(&body, &headers).map_err(|e| e.to_string());
-    let reply = {
-        let mut script = script.lock().expect("lock");
-        let reply = script.first.pop_front().unwrap_or(script.then);
-        script.hits.push(Hit {
-            headers,
-            body,
-            verified,
-            reply,
-        });
-        reply
-    };
-    match reply {
-        Reply::Status(code) => StatusCode::from_u16(code).expect("a status code"),
-        Reply::Hang => std::future::pending().await,
-        Reply::SlowOk(ms) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            StatusCode::OK
-        }
-    }
-}
-
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn wait_count(counter: &AtomicU64, at: u64, what: &str) {
     wait_until(what, || Counters::get(counter) >= at).await;
