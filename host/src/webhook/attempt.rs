@@ -28,6 +28,9 @@ pub const WEBHOOK_STATUS: &str = "Weir-Webhook-Status";
 /// Longest `Weir-Error` value.
 const MAX_ERROR: usize = 1024;
 
+/// The longest a job waits before its dead letter is tried again.
+const UNSTORED_RETRY: Duration = Duration::from_secs(60);
+
 /// Longest accepted webhook id.
 const MAX_ID: usize = 256;
 
@@ -316,7 +319,7 @@ fn request_headers(job: &Job, timestamp: i64, signature: &str) -> anyhow::Result
 }
 
 /// Store the dead letter, then ack the job; if it cannot be stored, keep the
-/// job for another try after the backoff.
+/// job for another try after the backoff (at most a minute).
 async fn dead_letter(
     shared: &Shared,
     message: &jetstream::Message,
@@ -332,7 +335,8 @@ async fn dead_letter(
             settle(message, AckKind::Ack).await;
         }
         Err(e) => {
-            let delay = shared.settings.delay_after(attempt);
+            Counters::bump(&shared.counters.dead_letters_unstored);
+            let delay = shared.settings.delay_after(attempt).min(UNSTORED_RETRY);
             tracing::error!(
                 dead_letter_subject = %subject, error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64,
                 "cannot store a webhook's dead letter; keeping the job"

@@ -107,7 +107,7 @@ pub async fn ensure_stream(js: &jetstream::Context, replicas: usize) -> anyhow::
 pub struct Settings {
     /// Signs every attempt.
     pub secret: Secret,
-    /// Attempts before a job is dead-lettered (at least 1).
+    /// Attempts before a job is dead-lettered (0 counts as 1).
     pub max_attempts: u32,
     /// The delay after the n-th failed attempt is `backoff[n - 1]`; the last
     /// value repeats. Empty means 1 s.
@@ -159,6 +159,9 @@ pub struct Counters {
     pub gone: AtomicU64,
     /// Jobs dead-lettered (attempts exhausted or undeliverable).
     pub dead_lettered: AtomicU64,
+    /// Dead letters that could not be stored (no stream captures the
+    /// subject, JetStream down): the job is kept and tried again.
+    pub dead_letters_unstored: AtomicU64,
 }
 
 impl Counters {

@@ -481,3 +481,37 @@ async fn the_deliverer_rides_out_a_nats_restart() {
     assert_eq!(receiver.delivered().len(), 2);
     stop.cancel();
 }
+
+/// No stream captures the dead-letter subject: the job is kept (never acked
+/// without its letter), and its letter is stored once a stream is there.
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_stored_keeps_the_job() {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    webhook::ensure_stream(&js, 1)
+        .await
+        .expect("the webhook stream");
+    let (secret, text) = Secret::generate();
+    let receiver = Receiver::start(&text, &[], Reply::Status(500)).await;
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let mut s = settings(secret);
+    s.max_attempts = 1;
+    let counters = webhook::spawn(js.clone(), s, stop.clone(), &tasks)
+        .await
+        .expect("deliverer");
+    enqueue(&js, "enrich", &receiver.url("j"), "wh_ev10", "{}").await;
+    wait_count(&counters.dead_letters_unstored, 2, "letters refused").await;
+    assert_eq!(Counters::get(&counters.dead_lettered), 0);
+    assert_eq!(
+        stream_count(&client, webhook::STREAM).await,
+        1,
+        "the job is kept"
+    );
+
+    create_stream(&client, "WEIR_DLQ", &["weir.dlq.>"]).await;
+    wait_count(&counters.dead_lettered, 1, "the letter is stored").await;
+    wait_queue_empty(&client).await;
+    wait_stream_count(&client, "WEIR_DLQ", 1).await;
+    stop.cancel();
+}
