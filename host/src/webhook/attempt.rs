@@ -69,14 +69,19 @@ fn host_of(url: &reqwest::Url) -> String {
     }
 }
 
-/// Read a job from its subject and headers; the reason it cannot be
-/// delivered otherwise (never quoting the URL).
-pub fn read_job(subject: &str, headers: &Headers) -> Result<Job, String> {
-    let plugin = subject
+/// The plugin a job is for: the rest of its subject after `weir.webhooks.`.
+fn plugin_of(subject: &str) -> String {
+    subject
         .strip_prefix(SUBJECT_PREFIX)
         .and_then(|rest| rest.strip_prefix('.'))
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// Read a job from its subject and headers; the reason it cannot be
+/// delivered otherwise (never quoting the URL).
+pub fn read_job(subject: &str, headers: &Headers) -> Result<Job, String> {
+    let plugin = plugin_of(subject);
     let webhook_id = header(headers, WEBHOOK_ID)
         .or_else(|| header(headers, h::MSG_ID))
         .ok_or_else(|| format!("the job has no {WEBHOOK_ID} header"))?;
@@ -106,6 +111,9 @@ pub fn read_job(subject: &str, headers: &Headers) -> Result<Job, String> {
     let content_type = header(headers, "Content-Type")
         .unwrap_or("application/json")
         .to_owned();
+    if HeaderValue::from_str(&content_type).is_err() {
+        return Err("the job's Content-Type is not a valid HTTP header value".into());
+    }
     Ok(Job {
         plugin,
         url,
@@ -167,11 +175,7 @@ pub fn letter(
     };
     let subject = message.subject.to_string();
     let id = header(headers, WEBHOOK_ID).unwrap_or_default().to_owned();
-    let plugin = subject
-        .strip_prefix(SUBJECT_PREFIX)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .unwrap_or_default()
-        .to_owned();
+    let plugin = plugin_of(&subject);
     let mut out: Headers = headers
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case(h::MSG_ID))
@@ -408,6 +412,14 @@ mod tests {
             (
                 vec![(CALLBACK_URL.to_owned(), "https://h/".to_owned())],
                 "no Webhook-Id",
+            ),
+            (
+                [
+                    headers("https://h/x?token=SECRET", "a"),
+                    vec![("Content-Type".into(), "text\u{7f}".into())],
+                ]
+                .concat(),
+                "Content-Type",
             ),
         ] {
             let e = read_job(s, &h).unwrap_err();
