@@ -2,10 +2,9 @@
 //! redirect (a 3xx is a failed attempt: weir never goes where a receiver
 //! points it), retries nothing by itself (every attempt is a JetStream
 //! delivery), reads at most [`MAX_ANSWER`] bytes of an answer, and gives up
-//! after the timeout. TLS is rustls with the ring provider and the OS's
-//! trusted roots, as for NATS.
+//! after the timeout. TLS is rustls with the ring provider (as for NATS),
+//! certificates checked against the OS's trusted roots.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,8 +50,8 @@ pub struct Poster {
 
 impl Poster {
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
+        install_tls_provider();
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls()?)
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never())
             .timeout(timeout)
@@ -133,24 +132,16 @@ impl Poster {
     }
 }
 
-/// rustls with ring and the OS's roots. No roots found is not fatal: http
-/// URLs still work, and https ones fail with a reason.
-fn tls() -> anyhow::Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::warn!(error = %e, "webhooks: cannot read some of the OS's trusted certificates");
+/// Make ring the process's rustls provider, once. reqwest is built without a
+/// provider of its own (its default would be aws-lc, a C and cmake build), so
+/// every `reqwest::Client` in the process needs this before it is built:
+/// the deliverer calls it, and so must a test that builds a client. It is the
+/// provider rustls itself would pick here (ring is the only one compiled in).
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may win the race: either way ring is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!("webhooks: no trusted root certificates found; https callbacks will fail");
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("webhooks: no TLS protocol version in common with rustls")?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// `Retry-After: <seconds>`, capped at [`MAX_RETRY_AFTER`]. The HTTP-date

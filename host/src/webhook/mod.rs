@@ -35,6 +35,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 
 pub use deliver::spawn;
+pub use http::install_tls_provider;
 pub use sign::{Secret, sign};
 
 use crate::event::Message;

@@ -515,3 +515,27 @@ async fn a_dead_letter_that_cannot_be_stored_keeps_the_job() {
     wait_stream_count(&client, "WEIR_DLQ", 1).await;
     stop.cancel();
 }
+
+/// HTTPS is verified: a receiver whose certificate no trusted root signed
+/// gets nothing, and the dead letter says why.
+#[tokio::test]
+async fn a_receiver_with_an_untrusted_certificate_is_refused() {
+    let (_server, client, js) = setup().await;
+    let addr = receiver::untrusted_tls();
+    let (secret, _) = Secret::generate();
+    let mut s = settings(secret);
+    s.max_attempts = 1;
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let counters = webhook::spawn(js.clone(), s, stop.clone(), &tasks)
+        .await
+        .expect("deliverer");
+    let url = format!("https://{addr}/hooks/k");
+    enqueue(&js, "enrich", &url, "wh_ev11", "{}").await;
+    wait_count(&counters.dead_lettered, 1, "dead-lettered").await;
+    wait_queue_empty(&client).await;
+    assert_eq!(Counters::get(&counters.delivered), 0);
+    let letters = dead_letters(&js).await;
+    let error = nats_header(&letters[0].1, "Weir-Error").unwrap_or_default();
+    assert!(error.contains("certificate"), "{error}");
+    stop.cancel();
+}
