@@ -229,6 +229,7 @@ fn main() {
     unsafe {
         std::env::set_var(SECRET_ENV, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     }
+    weir_host::webhook::install_tls_provider();
     let server = common::start_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()

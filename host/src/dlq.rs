@@ -87,7 +87,12 @@ impl Entry {
     pub fn original_headers(&self) -> Headers {
         self.headers
             .iter()
-            .filter(|(k, _)| !(k.len() > 5 && k[..5].eq_ignore_ascii_case("weir-")))
+            // weir's own headers go, but a webhook job's URL: without it a
+            // replayed job could not be delivered.
+            .filter(|(k, _)| {
+                !(k.len() > 5 && k[..5].eq_ignore_ascii_case("weir-"))
+                    || k.eq_ignore_ascii_case(crate::webhook::CALLBACK_URL)
+            })
             // A replay is a new event: the old id would be dropped as a
             // duplicate by a stream still remembering it.
             .filter(|(k, _)| !k.eq_ignore_ascii_case(h::MSG_ID))

@@ -24,8 +24,9 @@
 //!   is what it runs now, for status, `weir ps` and `/metrics`.
 //! - [`gateway`]: the HTTP gateway (`[http]`) — a request becomes a JetStream
 //!   event (202 + status URL); [`tracking`] is the status document the
-//!   pipeline keeps for such events; [`webhook`] delivers their final status,
-//!   signed the Standard Webhooks way.
+//!   pipeline keeps for such events; [`webhook`] delivers their final status
+//!   from the `WEIR_WEBHOOKS` work queue, signed the Standard Webhooks way,
+//!   retried with backoff, dead-lettered after its attempts.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,

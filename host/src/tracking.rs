@@ -96,6 +96,15 @@ pub struct StatusDoc {
     pub accepted_at: String,
     pub updated_at: String,
     pub handlers: Vec<Handler>,
+    /// Stored, never shown ([`public`](Self::public) drops it): the callback
+    /// the gateway checked against `callback_allow`. Only this one, or the
+    /// plugin's `[webhook] url`, is ever called: a header a NATS producer
+    /// sets is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    /// Stored, never shown: the stream acknowledged the event.
+    #[serde(default)]
+    pub published: bool,
 }
 
 impl StatusDoc {
@@ -112,19 +121,51 @@ impl StatusDoc {
             accepted_at: now.to_owned(),
             updated_at: now.to_owned(),
             handlers: Vec::new(),
+            callback: None,
+            published: false,
         }
     }
 
-    /// Record what one plugin says and sum the handlers up again. Attempts
-    /// never go backwards: a late write from an earlier attempt (another
-    /// host's) does not undo a later one.
-    pub fn apply(&mut self, update: Handler) {
+    /// The document as callers see it (GET and webhooks): without the
+    /// stored-only fields.
+    pub fn public(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("callback");
+            object.remove("published");
+        }
+        value
+    }
+
+    /// The document with its top-level fields taken from `plugin`'s entry:
+    /// the body of that plugin's webhook.
+    pub fn for_handler(&self, plugin: &str) -> Self {
+        let mut view = self.clone();
+        if let Some(h) = self.handler(plugin).cloned() {
+            view.status = h.status;
+            view.plugin = Some(h.plugin);
+            view.attempts = h.attempts;
+            view.outputs = h.outputs;
+            view.error = h.error;
+            view.updated_at = h.updated_at;
+        }
+        view
+    }
+
+    /// Record what one plugin says and sum the handlers up again; whether
+    /// it was taken. Nothing goes backwards: a late write from an earlier
+    /// attempt (another host's) does not undo a later one, and a final entry
+    /// stays as it is (a redelivery after a lost ack runs again but changes
+    /// nothing, and queues no second webhook).
+    pub fn apply(&mut self, update: Handler) -> bool {
         match self.handlers.iter_mut().find(|h| h.plugin == update.plugin) {
-            Some(h) if update.attempts < h.attempts => {}
+            Some(h) if update.attempts < h.attempts => return false,
+            Some(h) if h.status.is_final() => return false,
             Some(h) => *h = update,
             None => self.handlers.push(update),
         }
         self.sum_up();
+        true
     }
 
     fn sum_up(&mut self) {
@@ -164,7 +205,8 @@ pub fn is_status_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// A new status id: 128 bits from the OS's random source, in hex.
+/// A new status id: 128 bits from a CSPRNG seeded by the OS (`rand`'s thread
+/// generator), in hex.
 pub fn new_status_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -205,10 +247,18 @@ mod tests {
         doc.apply(handler("q", State::Retrying, 2, "t2"));
         assert_eq!(doc.status, State::Retrying);
         assert_eq!(doc.plugin.as_deref(), Some("q"));
-        doc.apply(handler("q", State::Running, 1, "t3"));
+        assert!(!doc.apply(handler("q", State::Running, 1, "t3")));
         assert_eq!(doc.handler("q").map(|h| h.attempts), Some(2));
-        doc.apply(handler("q", State::DeadLettered, 3, "t4"));
+        assert!(doc.apply(handler("q", State::DeadLettered, 3, "t4")));
         assert_eq!(doc.status, State::DeadLettered);
+        assert!(
+            !doc.apply(handler("q", State::Running, 4, "t5")),
+            "final stays final"
+        );
+        assert_eq!(doc.for_handler("p").status, State::Succeeded);
+        doc.callback = Some("http://secret.example/x".into());
+        let public = doc.public();
+        assert!(public.get("callback").is_none() && public.get("published").is_none());
         assert_eq!(
             serde_json::to_value(doc.status).expect("json"),
             "dead-lettered"

@@ -8,7 +8,6 @@
 //! handling it is handled and its status written by the next one.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 use weir_host::config::{HostConfig, HttpConfig};
@@ -46,7 +45,7 @@ pub(crate) async fn post(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> (u16, Option<String>, Value) {
-    let mut request = reqwest::Client::new()
+    let mut request = http_client()
         .post(format!("{base}/v1/events/{subject}"))
         .body(body.to_vec());
     for (k, v) in headers {
@@ -64,8 +63,12 @@ pub(crate) async fn post(
 }
 
 /// GET a status URL: (HTTP status, Retry-After, document).
-pub(crate) async fn get(url: &str) -> (u16, Option<String>, Value) {
-    let response = reqwest::get(url).await.expect("the gateway answers");
+pub(crate) async fn get(url: impl AsRef<str>) -> (u16, Option<String>, Value) {
+    let response = http_client()
+        .get(url.as_ref())
+        .send()
+        .await
+        .expect("the gateway answers");
     let status = response.status().as_u16();
     let retry = response
         .headers()
@@ -124,7 +127,11 @@ async fn a_post_is_accepted_polled_and_succeeds_with_its_outputs() {
         Some(format!("/v1/events/{id}").as_str())
     );
     let status_url = body["status_url"].as_str().expect("a status URL");
-    assert_eq!(status_url, format!("{base}/v1/events/{id}"));
+    assert_eq!(
+        status_url,
+        format!("/v1/events/{id}"),
+        "no [http] public_url"
+    );
 
     let doc = poll_final(&base, &id).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
@@ -259,6 +266,33 @@ async fn bad_requests_get_a_json_error_naming_what_is_wrong() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["header"], "Idempotency-Key");
 
+    let huge = "x".repeat(9000);
+    let (status, _, body) = post(&base, "in.x", b"x", &[("tracestate", &huge)]).await;
+    assert_eq!(status, 431, "{body}");
+    assert_eq!(body["header"], "tracestate");
+    let key = [("idempotency-key", "k-1")];
+    let (status, _, _) = post(&base, "in.same", b"first", &key).await;
+    assert_eq!(status, 202);
+    let (status, _, body) = post(&base, "in.same", b"other body", &key).await;
+    assert_eq!(status, 409, "a key reused for another body: {body}");
+    assert!(
+        !body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in.same"),
+        "the other request is not described: {body}"
+    );
+    let response = http_client()
+        .delete(format!("{base}/v1/events/in.x"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 405);
+    let text = response.text().await.expect("a body");
+    assert!(serde_json::from_str::<Value>(&text).is_ok(), "JSON: {text}");
+    let (status, _, body) = get(format!("{base}/v2/nothing")).await;
+    assert_eq!(status, 404, "{body}");
+
     let unknown = "0123456789abcdef0123456789abcdef";
     let (status, _, body) = get(&format!("{base}/v1/events/{unknown}")).await;
     assert_eq!(status, 404, "{body}");
@@ -271,9 +305,9 @@ async fn bad_requests_get_a_json_error_naming_what_is_wrong() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["parameter"], "wait");
 
-    // Nothing refused reached a stream.
+    // Nothing refused reached a stream: in.ok and in.same's first.
     let client = server.client().await;
-    assert_eq!(stream_count(&client, "IN").await, 1);
+    assert_eq!(stream_count(&client, "IN").await, 2);
     host.stop().await.expect("clean stop");
 }
 
@@ -289,7 +323,7 @@ async fn jetstream_gone_is_503_with_retry_after() {
     let (status, _, _) = post(&base, "in.before", b"x", &[]).await;
     assert_eq!(status, 202);
     server.kill();
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!("{base}/v1/events/in.after"))
         .body("x")
         .send()
@@ -326,11 +360,21 @@ async fn any_host_answers_and_a_stopped_host_loses_nothing() {
     let (_, retry, doc) = get(&format!("{}/v1/events/{id}", base(&gateway_only))).await;
     assert_eq!(doc["status"], "accepted", "{doc}");
     assert_eq!(retry.as_deref(), Some("1"));
-    gateway_only.stop().await.expect("clean stop");
-
+    // A long poll held while no host runs the plugin answers when one does.
+    let long_poll = tokio::spawn(get(format!(
+        "{}/v1/events/{id}?wait=60s",
+        base(&gateway_only)
+    )));
     let worker = Host::start(&gateway_host(&server, &[relay]))
         .await
         .expect("the worker starts");
+    let (status, _, changed) = long_poll.await.expect("the poll ends");
+    assert_eq!(status, 200);
+    assert_ne!(
+        changed["status"], "accepted",
+        "the wait ends on a change: {changed}"
+    );
+    gateway_only.stop().await.expect("clean stop");
     let doc = poll_final(&base(&worker), &id).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     let other = Host::start(&gateway_host(&server, &[]))
@@ -339,6 +383,6 @@ async fn any_host_answers_and_a_stopped_host_loses_nothing() {
     let (status, _, again) = get(&format!("{}/v1/events/{id}", base(&other))).await;
     assert_eq!(status, 200);
     assert_eq!(again, doc, "every gateway reads the same document");
-    let _ = tokio::time::timeout(Duration::from_secs(30), other.stop()).await;
+    other.stop().await.expect("clean stop");
     worker.stop().await.expect("clean stop");
 }

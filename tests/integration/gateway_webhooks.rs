@@ -96,13 +96,21 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
     // The fault must hit unfinished work: wait until the event is retrying.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let (_, _, doc) = get(&format!("{base}/v1/events/{id}?wait=2s")).await;
+        // No ?wait: a long poll answers with the next status, and this one
+        // bounces between running and retrying.
+        let (_, _, doc) = get(&format!("{base}/v1/events/{id}")).await;
         if doc["status"] == "retrying" {
             assert_eq!(doc["error"]["kind"], "retry", "{doc}");
             break;
         }
-        assert_ne!(doc["status"], "succeeded", "finished before the kill: {doc}");
-        assert!(tokio::time::Instant::now() < deadline, "never retrying: {doc}");
+        assert_ne!(
+            doc["status"], "succeeded",
+            "finished before the kill: {doc}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retrying: {doc}"
+        );
     }
     let log = first.kill();
     assert!(!log.contains("plugin totals"), "a SIGKILL, not a shutdown");
@@ -120,7 +128,11 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
     let delivered = receiver.delivered();
     assert_eq!(delivered.len(), 1, "exactly one delivered: {hits:?}");
     let hit = &delivered[0];
-    assert_eq!(hit.verified, Ok(()), "the spec's library verifies the signature");
+    assert_eq!(
+        hit.verified,
+        Ok(()),
+        "the spec's library verifies the signature"
+    );
     let sent: serde_json::Value = serde_json::from_slice(&hit.body).expect("a JSON body");
     assert_eq!(sent["id"], id.as_str());
     assert_eq!(sent["status"], "succeeded");
@@ -129,9 +141,16 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
     // so no second webhook can come for the same final status.
     wait_consumer_idle(&client, "WEIR_WEBHOOKS").await;
     assert_eq!(stream_count(&client, "WEIR_WEBHOOKS").await, 0);
-    assert_eq!(receiver.delivered().len(), 1, "one webhook per final status");
+    assert_eq!(
+        receiver.delivered().len(),
+        1,
+        "one webhook per final status"
+    );
     let (status, log) = second.stop();
     assert!(status.success(), "{log}");
     assert!(!log.contains(SECRET), "the secret never reaches the log");
-    assert!(!log.contains(&SECRET[6..]), "the secret never reaches the log");
+    assert!(
+        !log.contains(&SECRET[6..]),
+        "the secret never reaches the log"
+    );
 }

@@ -36,6 +36,8 @@ mod deploy;
 mod fleet;
 /// The HTTP gateway: accept with 202, poll the status (issue 14).
 mod gateway;
+/// The gateway through the binary: a host killed mid-retry, a receiver down (issue 14).
+mod gateway_webhooks;
 /// A guest that does not build says which file and line, in a few lines.
 mod guest_builds;
 /// Hostile plugins fail only their own events.
@@ -62,5 +64,7 @@ mod stall;
 mod swap;
 /// Issue 11: W3C trace context across NATS hops; spans at an OTLP/HTTP receiver.
 mod traces;
+/// Issue 14: signed webhooks, retried from a work queue, checked by the spec's library.
+mod webhooks;
 /// `weir test` on the retry path: exit status, --follow, --set, verdicts.
 mod weir_test;

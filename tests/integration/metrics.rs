@@ -10,7 +10,11 @@ use weir_host::host::Host;
 use crate::support::*;
 
 async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.expect("the endpoint answers");
+    let response = http_client()
+        .get(url)
+        .send()
+        .await
+        .expect("the endpoint answers");
     let status = response.status().as_u16();
     (status, response.text().await.expect("a body"))
 }

@@ -362,6 +362,14 @@ pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
     (logs, guard)
 }
 
+/// An HTTP client for the tests. reqwest is built without a TLS provider of
+/// its own (see the webhook module): ring is installed first, or building a
+/// client panics.
+pub fn http_client() -> reqwest::Client {
+    weir_host::webhook::install_tls_provider();
+    reqwest::Client::new()
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -168,7 +168,7 @@ pub fn credentials_source(config: &NatsConfig) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" with "))
 }
 
-fn read_secret(
+pub(crate) fn read_secret(
     file_field: &str,
     file: Option<&Path>,
     env_field: &str,

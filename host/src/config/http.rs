@@ -24,11 +24,20 @@ pub struct HttpConfig {
     /// same id for as long).
     #[serde(default = "default_status_ttl_ms")]
     pub status_ttl_ms: u64,
-    /// Callback URLs a request may name in `Weir-Callback`: patterns where
-    /// `*` stands for any run of characters (`https://hooks.example.com/*`,
-    /// `http://127.0.0.1:*/*`). Empty: no request may name a callback.
+    /// Callback URLs a request may name in `Weir-Callback`, as patterns
+    /// `scheme://host[:port]/path`: the scheme and host match exactly (a
+    /// leading `*.` in the host stands for one or more labels), a port of `*`
+    /// for any port (no port: the scheme's own), and `*` in the path for any
+    /// run of characters (`https://hooks.example.com/*`,
+    /// `http://127.0.0.1:*/*`). A URL with a user or password never
+    /// matches. Empty: no request may name a callback.
     #[serde(default)]
     pub callback_allow: Vec<String>,
+    /// The gateway's address as callers reach it (e.g. behind a proxy:
+    /// `https://api.example.com/weir`): `status_url` is built on it. Absent:
+    /// `status_url` is the path alone, as `Location` is.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Subjects the gateway may publish to (NATS wildcards); every subject
     /// a stream captures when absent. Reserved subjects are never allowed.
     #[serde(default)]
@@ -97,12 +106,17 @@ impl HttpConfig {
             return err("status_ttl_ms", "must be at least 1000".into());
         }
         for (i, pattern) in self.callback_allow.iter().enumerate() {
-            if !(pattern.starts_with("http://") || pattern.starts_with("https://")) {
+            if let Err(why) = UrlPattern::parse(pattern) {
                 return err(
                     &format!("callback_allow[{i}]"),
-                    format!("{pattern:?} must start with http:// or https://"),
+                    format!("{pattern:?} {why}"),
                 );
             }
+        }
+        if let Some(url) = &self.public_url
+            && url::Url::parse(url).is_err()
+        {
+            return err("public_url", format!("{url:?} is not a URL"));
         }
         if let Some(subjects) = &self.subjects {
             for (i, s) in subjects.iter().enumerate() {
@@ -134,7 +148,88 @@ impl HttpConfig {
 
     /// Whether a callback URL matches one of `callback_allow`.
     pub fn callback_allowed(&self, url: &str) -> bool {
-        self.callback_allow.iter().any(|p| glob_matches(p, url))
+        let Ok(url) = url::Url::parse(url) else {
+            return false;
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return false;
+        }
+        self.callback_allow
+            .iter()
+            .any(|p| UrlPattern::parse(p).is_ok_and(|p| p.matches(&url)))
+    }
+}
+
+/// One `callback_allow` entry, taken apart.
+struct UrlPattern<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    /// `None`: the scheme's own port; `Some("*")`: any.
+    port: Option<&'a str>,
+    path: &'a str,
+}
+
+impl<'a> UrlPattern<'a> {
+    fn parse(pattern: &'a str) -> Result<Self, &'static str> {
+        let (scheme, rest) = pattern
+            .split_once("://")
+            .ok_or("must be scheme://host/path")?;
+        if scheme != "http" && scheme != "https" {
+            return Err("must start with http:// or https://");
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err("must not name a user");
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if port == "*" || port.parse::<u16>().is_ok() => (host, Some(port)),
+            Some(_) => return Err("has a port that is neither a number nor *"),
+            None => (authority, None),
+        };
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains('*') {
+            return Err("must name a host (only a leading *. may stand for labels)");
+        }
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            path,
+        })
+    }
+
+    fn matches(&self, url: &url::Url) -> bool {
+        if url.scheme() != self.scheme {
+            return false;
+        }
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
+            None => host.eq_ignore_ascii_case(self.host),
+        };
+        let port_ok = match (self.port, url.port_or_known_default()) {
+            (Some("*"), _) => true,
+            (Some(p), Some(port)) => p.parse::<u16>() == Ok(port),
+            (None, port) => {
+                port == url::Url::parse(&format!("{}://x/", self.scheme))
+                    .ok()
+                    .and_then(|u| u.port_or_known_default())
+            }
+            (Some(_), None) => false,
+        };
+        let mut path = url.path().to_owned();
+        if let Some(query) = url.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        host_ok && port_ok && glob_matches(self.path, &path)
     }
 }
 
@@ -161,6 +256,36 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::HostConfig;
+
+    #[test]
+    fn callback_urls_are_matched_as_urls() {
+        let http: HttpConfig = toml::from_str(
+            "listen = \"127.0.0.1:0\"\ncallback_allow = [\"http://127.0.0.1:*/*\", \"https://*.example.com/hooks/*\", \"https://a.test/x\"]\n",
+        )
+        .expect("config");
+        assert!(http.callback_allowed("http://127.0.0.1:8081/hook"));
+        assert!(http.callback_allowed("https://eu.example.com/hooks/1?a=b"));
+        assert!(http.callback_allowed("https://a.test/x"));
+        assert!(http.callback_allowed("https://a.test:443/x"));
+        for bad in [
+            "http://127.0.0.1:1@10.0.0.5:8080/admin",
+            "http://user@127.0.0.1:80/x",
+            "https://evil.com/.example.com/hooks/1",
+            "https://example.com/hooks/1",
+            "https://eu.example.com.evil.net/hooks/1",
+            "https://a.test:8443/x",
+            "http://a.test/x",
+            "https://a.test/xy",
+            "not a url",
+        ] {
+            assert!(!http.callback_allowed(bad), "{bad}");
+        }
+        let parse = |text: &str| HostConfig::parse(Path::new("weir.toml"), text);
+        let e =
+            parse("[http]\nlisten = \"127.0.0.1:1\"\ncallback_allow = [\"https://a*b.com/\"]\n")
+                .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("http.callback_allow[0]"));
+    }
 
     #[test]
     fn globs_match_as_documented() {

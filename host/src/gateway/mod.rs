@@ -35,7 +35,18 @@ pub struct Gateway {
     /// Subject prefixes never published to: the server's APIs, inboxes and
     /// weir's own subjects.
     reserved: Vec<String>,
+    /// Requests being accepted at once (each holds its body in memory): past
+    /// it, 503.
+    posts: tokio::sync::Semaphore,
+    /// Long polls waiting at once (each holds a watch on the bucket): past
+    /// it, a poll answers at once with what is there.
+    waits: tokio::sync::Semaphore,
 }
+
+/// Requests accepted at once, per host.
+pub const MAX_POSTS: usize = 512;
+/// Long polls waiting at once, per host.
+pub const MAX_WAITS: usize = 1024;
 
 /// Make sure of the status bucket and the webhooks stream, bind
 /// `[http] listen` (a failure names it) and serve until `stop`.
@@ -66,9 +77,25 @@ pub async fn start(
         bucket,
         config: config.clone(),
         reserved: reserved_prefixes(dead_letter_prefix),
+        posts: tokio::sync::Semaphore::new(MAX_POSTS),
+        waits: tokio::sync::Semaphore::new(MAX_WAITS),
     });
     let app = Router::new()
-        .route("/v1/events/{*rest}", get(poll::status).post(accept::accept))
+        .route(
+            "/v1/events/{*rest}",
+            get(poll::status).post(accept::accept).fallback(|| async {
+                Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST to send an event, GET to read its status",
+                )
+            }),
+        )
+        .fallback(|| async {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: POST /v1/events/{subject}, GET /v1/events/{id}",
+            )
+        })
         .with_state(gateway);
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
@@ -78,6 +105,36 @@ pub async fn start(
     });
     tracing::info!(listen = %bound, "HTTP gateway: POST /v1/events/{{subject}}, GET /v1/events/{{id}}");
     Ok(bound)
+}
+
+/// How this host delivers webhooks, when `[http]` names a signing secret
+/// (errors name the field and never quote the secret).
+pub fn webhook_settings(
+    config: &HttpConfig,
+    dead_letter_prefix: &str,
+) -> anyhow::Result<Option<crate::webhook::Settings>> {
+    let secret = crate::auth::secret::read_secret(
+        "http.webhook_secret_file",
+        config.webhook_secret_file.as_deref(),
+        "http.webhook_secret_env",
+        config.webhook_secret_env.as_deref(),
+    )?;
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let secret = crate::webhook::Secret::parse(secret.expose()).context(
+        "http.webhook_secret_file / webhook_secret_env: not a webhook secret (whsec_<base64>)",
+    )?;
+    let mut settings = crate::webhook::Settings::new(secret);
+    settings.max_attempts = config.webhook_max_attempts;
+    settings.backoff = config
+        .webhook_backoff_ms
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .collect();
+    settings.timeout = Duration::from_millis(config.webhook_timeout_ms);
+    settings.dead_letter_subject = format!("{dead_letter_prefix}.webhooks");
+    Ok(Some(settings))
 }
 
 /// The prefixes the gateway refuses: `$` (every server API: `$SYS`, `$JS`,

@@ -1,25 +1,28 @@
 //! `GET /v1/events/{id}[?wait=10s]`: the event's status document, with
 //! `Retry-After` while it is not final; `wait` long-polls until the document
-//! changes or the wait ends (at most [`MAX_WAIT`]).
+//! status changes or the wait ends (at most [`MAX_WAIT`]; at most
+//! [`super::MAX_WAITS`] polls wait at once, the others answer at once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Gateway, Refusal};
 use crate::tracking;
+use crate::transport::Change;
 
 /// The longest `?wait=` honoured; a longer one is cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub(super) async fn status(
     State(gateway): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let not_found = || {
         Refusal::new(
@@ -27,6 +30,13 @@ pub(super) async fn status(
             "no such event (or its status expired)",
         )
         .into_response()
+    };
+    let Ok(Path(id)) = id else {
+        return not_found();
+    };
+    let Ok(Query(query)) = query else {
+        return Refusal::new(StatusCode::BAD_REQUEST, "the query string cannot be read")
+            .into_response();
     };
     if !tracking::is_status_id(&id) {
         return not_found();
@@ -38,22 +48,34 @@ pub(super) async fn status(
             return Refusal::bad(message, "parameter", "wait").into_response();
         }
     };
+    let unavailable = |e: anyhow::Error| {
+        tracing::warn!(status_id = %id, error = %format!("{e:#}"), "HTTP gateway: cannot read a status");
+        Refusal::unavailable("cannot read the status: JetStream is not available; try again")
+            .into_response()
+    };
     let (mut doc, revision) = match gateway.bucket.read(&id).await {
         Ok(Some(found)) => found,
         Ok(None) => return not_found(),
-        Err(e) => return Refusal::unavailable(format!("{e:#}")).into_response(),
+        Err(e) => return unavailable(e),
     };
-    if let Some(wait) = wait
+    // A full house of waiting polls answers at once with what there is.
+    let slot = gateway.waits.try_acquire();
+    if let (Some(wait), Ok(_slot)) = (wait, slot)
         && !doc.status.is_final()
     {
-        match gateway.bucket.next_change(&id, revision, wait).await {
-            Ok(Some((changed, _))) => doc = changed,
-            Ok(None) => {}
-            Err(e) => return Refusal::unavailable(format!("{e:#}")).into_response(),
+        match gateway
+            .bucket
+            .next_change(&id, revision, doc.status, wait)
+            .await
+        {
+            Ok(Change::To(changed)) => doc = *changed,
+            Ok(Change::Gone) => return not_found(),
+            Ok(Change::None) => {}
+            Err(e) => return unavailable(e),
         }
     }
     let done = doc.status.is_final();
-    let mut response = (StatusCode::OK, axum::Json(doc)).into_response();
+    let mut response = (StatusCode::OK, axum::Json(doc.public())).into_response();
     if !done {
         response
             .headers_mut()

@@ -130,15 +130,23 @@ impl Host {
         }
 
         let http_addr = match &config.http {
-            Some(http) => Some(
-                crate::gateway::start(
-                    http,
-                    &config.dead_letter.subject_prefix,
-                    sink.clone(),
-                    ctx.stop.clone(),
-                )
-                .await?,
-            ),
+            Some(http) => {
+                let prefix = &config.dead_letter.subject_prefix;
+                // Read before anything listens: a bad secret stops the start.
+                let webhooks = crate::gateway::webhook_settings(http, prefix)?;
+                let addr =
+                    crate::gateway::start(http, prefix, sink.clone(), ctx.stop.clone()).await?;
+                match (webhooks, sink.jetstream()) {
+                    (Some(settings), Some(js)) => {
+                        crate::webhook::spawn(js.clone(), settings, ctx.stop.clone(), &ctx.feeders)
+                            .await?;
+                    }
+                    _ => tracing::info!(
+                        "[http] names no webhook secret: this host delivers no webhooks (others may)"
+                    ),
+                }
+                Some(addr)
+            }
             None => None,
         };
 

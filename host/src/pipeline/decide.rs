@@ -45,6 +45,12 @@ pub fn decide(
 /// when the event is handled twice. Replies are left alone.
 pub fn stamp_outputs(event: &Event, outputs: &mut [Message]) {
     for (i, msg) in outputs.iter_mut().enumerate() {
+        // An output is an event of its own: it never inherits the HTTP
+        // gateway's tracking of this one (a handler that copies headers).
+        msg.headers.retain(|(k, _)| {
+            !k.eq_ignore_ascii_case(crate::tracking::STATUS_ID)
+                && !k.eq_ignore_ascii_case(crate::tracking::CALLBACK)
+        });
         if event.reply_to.as_deref() == Some(msg.subject.as_str()) {
             continue;
         }

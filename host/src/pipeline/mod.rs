@@ -53,15 +53,16 @@ pub trait Sink: Send + Sync + 'static {
     /// letter above it is stored with its payload cut.
     fn max_payload(&self) -> usize;
     /// Record one plugin's handling of a tracked event (one that came
-    /// through the HTTP gateway) in its status document; returns the
-    /// document as stored.
+    /// through the HTTP gateway) in its status document: the document as
+    /// stored and whether this update was taken; `None` when the event has
+    /// no document (then it is not tracked).
     fn track(
         &self,
         id: &str,
-        subject: &str,
         handler: crate::tracking::Handler,
-    ) -> impl Future<Output = anyhow::Result<crate::tracking::StatusDoc>> + Send {
-        let _ = (id, subject, handler);
+    ) -> impl Future<Output = anyhow::Result<Option<(crate::tracking::StatusDoc, bool)>>> + Send
+    {
+        let _ = (id, handler);
         async { anyhow::bail!("this sink keeps no event status") }
     }
     /// Store a webhook job (see [`crate::webhook::job`]) for delivery; an

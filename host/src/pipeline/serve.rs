@@ -176,7 +176,7 @@ impl<S: Sink> Run<'_, S> {
             None => None,
         };
         let mut trace = EventTrace::begin(&plugin.tracing, &event);
-        let tracked = Tracked::of(plugin, &event);
+        let tracked = Tracked::of(&event);
         let work = self.run(
             &mut event,
             refused,
@@ -227,14 +227,21 @@ impl<S: Sink> Run<'_, S> {
                     },
                 );
                 if stored {
-                    if let Some(tracked) = &tracked {
-                        // Logged and counted when it fails: the dead letter is
-                        // stored, so the event is not run again for it.
-                        tracked
-                            .finished(plugin, self.sink, &event, Err(&failure))
-                            .await;
+                    let told = match &tracked {
+                        Some(tracked) => {
+                            tracked
+                                .finished(plugin, self.sink, &event, Err(&failure))
+                                .await
+                        }
+                        None => true,
+                    };
+                    if !told && tracked::again(plugin, &event, redelivers) {
+                        // Delivered again, it is dead-lettered again (past its
+                        // attempts): a second letter rather than a lost callback.
+                        Settle::Unfinished(plugin.manifest.retry.delay_after(event.attempt))
+                    } else {
+                        Settle::DeadLettered
                     }
-                    Settle::DeadLettered
                 } else {
                     if redelivers {
                         unstored.keep(&event.id, failure);
@@ -313,10 +320,11 @@ impl<S: Sink> Run<'_, S> {
                     if let (Some(tracked), Some(listed), Ending::Settled(Settle::Done)) =
                         (tracked, listed, &ending)
                         && !tracked.finished(plugin, self.sink, event, Ok(listed)).await
-                        && redelivers
+                        && tracked::again(plugin, event, redelivers)
                     {
-                        // Run again (its outputs are dropped as copies) so the
-                        // caller still hears how it ended.
+                        // Run again so the caller still hears how it ended
+                        // (its outputs are dropped as copies within the
+                        // streams' duplicate windows).
                         return Ending::Settled(Settle::Unfinished(
                             policy.delay_after(event.attempt),
                         ));

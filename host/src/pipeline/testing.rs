@@ -81,21 +81,17 @@ impl Sink for MemSink {
     fn max_payload(&self) -> usize {
         1 << 20
     }
-    async fn track(&self, id: &str, subject: &str, handler: Handler) -> anyhow::Result<StatusDoc> {
+    async fn track(&self, id: &str, handler: Handler) -> anyhow::Result<Option<(StatusDoc, bool)>> {
         self.status_writes
             .lock()
             .expect("lock")
             .push(handler.clone());
         let mut docs = self.statuses.lock().expect("lock");
-        let at = match docs.iter().position(|d| d.id == id) {
-            Some(at) => at,
-            None => {
-                docs.push(StatusDoc::accepted(id, subject, &handler.updated_at));
-                docs.len() - 1
-            }
+        let Some(doc) = docs.iter_mut().find(|d| d.id == id) else {
+            return Ok(None);
         };
-        docs[at].apply(handler);
-        Ok(docs[at].clone())
+        let taken = doc.apply(handler);
+        Ok(Some((doc.clone(), taken)))
     }
     async fn enqueue_webhook(&self, job: Message) -> anyhow::Result<()> {
         if self.refuse_webhooks.load(Ordering::Relaxed) {

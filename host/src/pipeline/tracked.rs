@@ -19,29 +19,19 @@ const TRIES: [Duration; 3] = [
     Duration::from_secs(1),
 ];
 
-/// A tracked event's status id and callback.
+/// A tracked event's status id.
 #[derive(Debug, Clone)]
 pub(super) struct Tracked {
     id: String,
-    /// From the request's `Weir-Callback` (checked by the gateway), else the
-    /// plugin's `[webhook] url`.
-    callback: Option<String>,
 }
 
 impl Tracked {
-    /// Whether `event` is tracked: it carries a well-formed status id.
-    pub fn of(plugin: &Plugin, event: &Event) -> Option<Self> {
+    /// Whether `event` may be tracked: it carries a well-formed status id
+    /// (it is tracked when the id also has a document, which only the
+    /// gateway writes).
+    pub fn of(event: &Event) -> Option<Self> {
         let id = header(&event.headers, tracking::STATUS_ID)?;
-        if !tracking::is_status_id(id) {
-            return None;
-        }
-        let callback = header(&event.headers, tracking::CALLBACK)
-            .map(str::to_owned)
-            .or_else(|| plugin.manifest.webhook.as_ref().map(|w| w.url.clone()));
-        Some(Self {
-            id: id.to_owned(),
-            callback,
-        })
+        tracking::is_status_id(id).then(|| Self { id: id.to_owned() })
     }
 
     /// An attempt starts.
@@ -64,7 +54,8 @@ impl Tracked {
     }
 
     /// The event ended: `outputs` published, or dead-lettered after
-    /// `failure`. Returns whether its status and webhook job are stored.
+    /// `failure`. Returns whether its status and webhook job are stored (or
+    /// need not be: untracked, or a later state already recorded).
     pub async fn finished<S: Sink>(
         &self,
         plugin: &Plugin,
@@ -80,16 +71,27 @@ impl Tracked {
                 Some(error_doc(failure, true)),
             ),
         };
-        let Some(doc) = self
+        let Some(stored) = self
             .record(plugin, sink, event, state, outputs, error)
             .await
         else {
             return false;
         };
-        let Some(url) = &self.callback else {
+        let Some((doc, true)) = stored else {
+            // Untracked, or this plugin's entry was already final: its
+            // webhook was queued with it.
             return true;
         };
-        let body = match serde_json::to_vec(&doc) {
+        // The gateway's checked callback, else the plugin's own; never a
+        // URL a producer put in a header.
+        let url = doc
+            .callback
+            .clone()
+            .or_else(|| plugin.manifest.webhook.as_ref().map(|w| w.url.clone()));
+        let Some(url) = url else {
+            return true;
+        };
+        let body = match serde_json::to_vec(&doc.for_handler(plugin.name()).public()) {
             Ok(body) => bytes::Bytes::from(body),
             Err(e) => {
                 tracing::error!(plugin = plugin.name(), status_id = %self.id, error = %e, "cannot encode the webhook body");
@@ -97,9 +99,10 @@ impl Tracked {
             }
         };
         // The same id for the same final status: a host that dies after
-        // queueing it and before the ack queues no second one.
-        let webhook_id = format!("{}.{}.{}", self.id, plugin.name(), state.as_str());
-        let job = crate::webhook::job(plugin.name(), url, &webhook_id, body);
+        // queueing it and before the ack queues no second one. (Standard
+        // Webhooks ids take no dots.)
+        let webhook_id = format!("{}_{}_{}", self.id, plugin.name(), state.as_str());
+        let job = crate::webhook::job(plugin.name(), &url, &webhook_id, body);
         let queued = with_tries(|| sink.enqueue_webhook(job.clone())).await;
         match queued {
             Ok(()) => {
@@ -117,6 +120,8 @@ impl Tracked {
         }
     }
 
+    /// Write one status; `None` when it could not be written (counted and
+    /// logged), else what [`Sink::track`] said.
     async fn record<S: Sink>(
         &self,
         plugin: &Plugin,
@@ -125,7 +130,7 @@ impl Tracked {
         status: State,
         outputs: Vec<Output>,
         error: Option<ErrorDoc>,
-    ) -> Option<tracking::StatusDoc> {
+    ) -> Option<Option<(tracking::StatusDoc, bool)>> {
         let handler = Handler {
             plugin: plugin.name().to_owned(),
             status,
@@ -134,9 +139,9 @@ impl Tracked {
             error,
             updated_at: rfc3339(SystemTime::now()),
         };
-        let stored = with_tries(|| sink.track(&self.id, &event.subject, handler.clone())).await;
+        let stored = with_tries(|| sink.track(&self.id, handler.clone())).await;
         match stored {
-            Ok(doc) => Some(doc),
+            Ok(stored) => Some(stored),
             Err(e) => {
                 Stats::bump(&plugin.stats.status_unrecorded);
                 tracing::warn!(
@@ -149,6 +154,22 @@ impl Tracked {
         }
     }
 }
+
+/// Whether an event whose final status or webhook could not be stored is
+/// delivered again for it: on JetStream, for a few deliveries past its
+/// attempts, then it is given up (logged and counted already).
+pub(super) fn again(plugin: &Plugin, event: &Event, redelivers: bool) -> bool {
+    redelivers
+        && event.attempt
+            < plugin
+                .manifest
+                .retry
+                .max_attempts
+                .saturating_add(EXTRA_DELIVERIES)
+}
+
+/// Deliveries past `max_attempts` to store a final status or webhook.
+const EXTRA_DELIVERIES: u32 = 3;
 
 /// What a status document says of a failure; `last`: the one that
 /// dead-lettered the event (kind as the dead letter names it).

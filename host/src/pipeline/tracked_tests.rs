@@ -7,16 +7,26 @@ use std::time::Duration;
 
 use crate::pipeline::Settle;
 use crate::pipeline::testing::*;
-use crate::tracking::{CALLBACK, STATUS_ID, State};
+use crate::tracking::{CALLBACK, STATUS_ID, State, StatusDoc};
 
 const ID: &str = "0123456789abcdef0123456789abcdef";
 
-fn tracked(payload: &str, attempt: u32, callback: Option<&str>) -> crate::event::Event {
-    let mut headers = vec![(STATUS_ID.to_owned(), ID.to_owned())];
-    if let Some(url) = callback {
-        headers.push((CALLBACK.to_owned(), url.to_owned()));
-    }
-    event("e", payload, attempt, headers)
+fn tracked(payload: &str, attempt: u32) -> crate::event::Event {
+    event(
+        "e",
+        payload,
+        attempt,
+        vec![(STATUS_ID.to_owned(), ID.to_owned())],
+    )
+}
+
+/// A sink holding the document the gateway wrote for [`ID`].
+fn sink_with_doc(callback: Option<&str>) -> Arc<MemSink> {
+    let sink = Arc::new(MemSink::default());
+    let mut doc = StatusDoc::accepted(ID, "in.x", "t0");
+    doc.callback = callback.map(str::to_owned);
+    sink.statuses.lock().expect("lock").push(doc);
+    sink
 }
 
 fn states(sink: &MemSink) -> Vec<(State, u32)> {
@@ -26,8 +36,8 @@ fn states(sink: &MemSink) -> Vec<(State, u32)> {
 
 #[tokio::test]
 async fn a_success_records_running_then_succeeded_with_its_outputs_and_queues_one_webhook() {
-    let sink = Arc::new(MemSink::default());
-    let events = vec![tracked("ok", 1, Some("http://127.0.0.1:9/hook"))];
+    let sink = sink_with_doc(Some("http://127.0.0.1:9/hook"));
+    let events = vec![tracked("ok", 1)];
     let run = serve_events(plugin(3), sink.clone(), true, events, false).await;
     assert_eq!(run.settled, vec![("e".into(), Settle::Done)]);
     assert_eq!(
@@ -41,7 +51,7 @@ async fn a_success_records_running_then_succeeded_with_its_outputs_and_queues_on
     let hooks = sink.webhooks.lock().expect("lock");
     assert_eq!(hooks.len(), 1);
     let id = crate::event::header(&hooks[0].headers, "Nats-Msg-Id");
-    assert_eq!(id, Some(format!("{ID}.mem.succeeded").as_str()));
+    assert_eq!(id, Some(format!("{ID}_mem_succeeded").as_str()));
     let body: serde_json::Value = serde_json::from_slice(&hooks[0].payload).expect("json");
     assert_eq!(body["status"], "succeeded");
     assert_eq!(body["id"], ID);
@@ -49,13 +59,13 @@ async fn a_success_records_running_then_succeeded_with_its_outputs_and_queues_on
 
 #[tokio::test]
 async fn retries_and_the_dead_letter_are_recorded_with_the_error() {
-    let sink = Arc::new(MemSink::default());
+    let sink = sink_with_doc(None);
     // A JetStream retry (settled Retry), then the last attempt in a new delivery.
     let run = serve_events(
         plugin(2),
         sink.clone(),
         true,
-        vec![tracked("retry", 1, None)],
+        vec![tracked("retry", 1)],
         false,
     )
     .await;
@@ -64,7 +74,7 @@ async fn retries_and_the_dead_letter_are_recorded_with_the_error() {
         plugin(2),
         sink.clone(),
         true,
-        vec![tracked("retry", 2, None)],
+        vec![tracked("retry", 2)],
         false,
     )
     .await;
@@ -88,9 +98,9 @@ async fn retries_and_the_dead_letter_are_recorded_with_the_error() {
 
 #[tokio::test]
 async fn a_webhook_that_cannot_be_queued_leaves_the_event_unfinished() {
-    let sink = Arc::new(MemSink::default());
+    let sink = sink_with_doc(Some("http://127.0.0.1:9/hook"));
     sink.refuse_webhooks.store(true, Ordering::Relaxed);
-    let events = vec![tracked("ok", 1, Some("http://127.0.0.1:9/hook"))];
+    let events = vec![tracked("ok", 1)];
     let plugin = plugin(3);
     let run = serve_events(plugin.clone(), sink.clone(), true, events, false).await;
     assert!(
@@ -106,13 +116,13 @@ async fn a_webhook_that_cannot_be_queued_leaves_the_event_unfinished() {
 
 #[tokio::test]
 async fn the_plugins_webhook_url_serves_when_the_request_named_none() {
-    let sink = Arc::new(MemSink::default());
+    let sink = sink_with_doc(None);
     let plugin = plugin_with(3, "[webhook]\nurl = \"https://hooks.example.com/weir\"\n");
     serve_events(
         plugin,
         sink.clone(),
         true,
-        vec![tracked("reject", 1, None)],
+        vec![tracked("reject", 1)],
         false,
     )
     .await;
@@ -132,4 +142,47 @@ async fn untracked_events_write_nothing() {
     serve_events(plugin(3), sink.clone(), true, vec![bad_id], false).await;
     assert!(sink.status_writes.lock().expect("lock").is_empty());
     assert!(sink.webhooks.lock().expect("lock").is_empty());
+}
+
+/// A producer on NATS sets the headers itself: a status id no gateway gave
+/// (no document) is not tracked, and a `Weir-Callback` header is never
+/// called. Outputs do not carry the tracking on.
+#[tokio::test]
+async fn a_forged_callback_or_status_id_is_not_followed() {
+    let forged = |id: &str| {
+        event(
+            "e",
+            "ok",
+            1,
+            vec![
+                (STATUS_ID.into(), id.into()),
+                (CALLBACK.into(), "http://169.254.169.254/latest".into()),
+            ],
+        )
+    };
+    let sink = Arc::new(MemSink::default());
+    serve_events(plugin(3), sink.clone(), true, vec![forged(ID)], false).await;
+    assert!(
+        sink.webhooks.lock().expect("lock").is_empty(),
+        "no document: untracked"
+    );
+    let sink = sink_with_doc(None);
+    serve_events(plugin(3), sink.clone(), true, vec![forged(ID)], false).await;
+    assert_eq!(sink.status_writes.lock().expect("lock").len(), 2, "tracked");
+    assert!(
+        sink.webhooks.lock().expect("lock").is_empty(),
+        "the header's callback is not the gateway's"
+    );
+}
+
+/// A final status is recorded once: a redelivery after a lost ack runs
+/// again but neither moves it back nor queues a second webhook.
+#[tokio::test]
+async fn a_final_status_stays_and_its_webhook_is_queued_once() {
+    let sink = sink_with_doc(Some("http://127.0.0.1:9/hook"));
+    serve_events(plugin(3), sink.clone(), true, vec![tracked("ok", 1)], false).await;
+    serve_events(plugin(3), sink.clone(), true, vec![tracked("ok", 2)], false).await;
+    let docs = sink.statuses.lock().expect("lock");
+    assert_eq!((docs[0].status, docs[0].attempts), (State::Succeeded, 1));
+    assert_eq!(sink.webhooks.lock().expect("lock").len(), 1);
 }

@@ -16,7 +16,7 @@ mod watchdog;
 
 pub use connection::{Link, connect};
 pub use sink::NatsSink;
-pub use status_kv::StatusBucket;
+pub use status_kv::{Change, StatusBucket};
 pub use streams::StreamIndex;
 
 use std::sync::Arc;

@@ -205,9 +205,8 @@ impl Sink for NatsSink {
     async fn track(
         &self,
         id: &str,
-        subject: &str,
         handler: crate::tracking::Handler,
-    ) -> anyhow::Result<crate::tracking::StatusDoc> {
+    ) -> anyhow::Result<Option<(crate::tracking::StatusDoc, bool)>> {
         let Some(js) = &self.jetstream else {
             bail!("the NATS server has no JetStream: no event status is kept");
         };
@@ -215,7 +214,7 @@ impl Sink for NatsSink {
             .status
             .get_or_try_init(|| StatusBucket::open(js))
             .await?;
-        bucket.record(id, subject, handler).await
+        bucket.record(id, handler).await
     }
 
     async fn enqueue_webhook(&self, job: Message) -> anyhow::Result<()> {

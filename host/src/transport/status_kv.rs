@@ -11,7 +11,22 @@ use async_nats::jetstream::{self as js, kv};
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::tracking::{BUCKET, Handler, StatusDoc};
+use crate::tracking::{BUCKET, Handler, State, StatusDoc};
+
+/// What [`StatusBucket::next_change`] saw.
+pub enum Change {
+    /// The status became this.
+    To(Box<StatusDoc>),
+    /// The document was deleted or purged.
+    Gone,
+    /// Nothing changed the status in time.
+    None,
+}
+
+fn decode(id: &str, entry: &kv::Entry) -> anyhow::Result<StatusDoc> {
+    serde_json::from_slice(&entry.value)
+        .with_context(|| format!("status {id} is not a status document"))
+}
 
 /// Compare-and-set rounds before a write gives up (each lost round means
 /// another host wrote in between).
@@ -69,40 +84,44 @@ impl StatusBucket {
         }
     }
 
-    /// Record one plugin's handling of event `id` (on `subject`); returns
-    /// the document as stored.
+    /// Record one plugin's handling of event `id`: the document as stored
+    /// and whether the update was taken ([`StatusDoc::apply`]); `None` when
+    /// the event has no document (expired, or a status id no gateway gave:
+    /// such events are not tracked).
     pub async fn record(
         &self,
         id: &str,
-        subject: &str,
         handler: Handler,
-    ) -> anyhow::Result<StatusDoc> {
+    ) -> anyhow::Result<Option<(StatusDoc, bool)>> {
+        self.change(id, |doc| doc.apply(handler.clone())).await
+    }
+
+    /// Note that the stream acknowledged event `id`.
+    pub async fn mark_published(&self, id: &str) -> anyhow::Result<()> {
+        self.change(id, |doc| !std::mem::replace(&mut doc.published, true))
+            .await
+            .map(|_| ())
+    }
+
+    /// Change the document of `id` with `edit` (which says whether it changed
+    /// anything), compare-and-set on the revision read.
+    async fn change(
+        &self,
+        id: &str,
+        mut edit: impl FnMut(&mut StatusDoc) -> bool,
+    ) -> anyhow::Result<Option<(StatusDoc, bool)>> {
         for _ in 0..ROUNDS {
-            match self.read(id).await? {
-                Some((mut doc, revision)) => {
-                    doc.apply(handler.clone());
-                    let value = serde_json::to_vec(&doc)?;
-                    match self.kv.update(id, value.into(), revision).await {
-                        Ok(_) => return Ok(doc),
-                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("cannot update status {id}"));
-                        }
-                    }
-                }
-                None => {
-                    // Expired, or never written (a producer set the header).
-                    let mut doc = StatusDoc::accepted(id, subject, &handler.updated_at);
-                    doc.apply(handler.clone());
-                    let value = serde_json::to_vec(&doc)?;
-                    match self.kv.create(id, value.into()).await {
-                        Ok(_) => return Ok(doc),
-                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("cannot store status {id}"));
-                        }
-                    }
-                }
+            let Some((mut doc, revision)) = self.read(id).await? else {
+                return Ok(None);
+            };
+            if !edit(&mut doc) {
+                return Ok(Some((doc, false)));
+            }
+            let value = serde_json::to_vec(&doc)?;
+            match self.kv.update(id, value.into(), revision).await {
+                Ok(_) => return Ok(Some((doc, true))),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot update status {id}")),
             }
         }
         bail!("status {id}: {ROUNDS} writes in a row lost to other writers")
@@ -116,58 +135,79 @@ impl StatusBucket {
             .await
             .with_context(|| format!("cannot read status {id}"))?;
         match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let doc = serde_json::from_slice(&e.value)
-                    .with_context(|| format!("status {id} is not a status document"))?;
-                Ok(Some((doc, e.revision)))
-            }
+            Some(e) if e.operation == kv::Operation::Put => Ok(Some((decode(id, &e)?, e.revision))),
             _ => Ok(None),
         }
     }
 
-    /// Wait up to `wait` for the document of `id` to change after `revision`;
-    /// `None` when it did not.
+    /// Wait up to `wait` for the status of `id` to become other than
+    /// `status` (it was so at `revision`).
     pub async fn next_change(
         &self,
         id: &str,
         revision: u64,
+        status: State,
         wait: Duration,
-    ) -> anyhow::Result<Option<(StatusDoc, u64)>> {
+    ) -> anyhow::Result<Change> {
         let mut changes = self
             .kv
             .watch_from_revision(id, revision + 1)
             .await
             .with_context(|| format!("cannot watch status {id}"))?;
-        let next = tokio::time::timeout(wait, changes.next()).await;
-        match next {
-            Ok(Some(Ok(e))) if e.operation == kv::Operation::Put => {
-                let doc = serde_json::from_slice(&e.value)
-                    .with_context(|| format!("status {id} is not a status document"))?;
-                Ok(Some((doc, e.revision)))
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, changes.next()).await {
+                Ok(Some(Ok(e))) if e.operation == kv::Operation::Put => {
+                    let doc = decode(id, &e)?;
+                    if doc.status != status {
+                        return Ok(Change::To(Box::new(doc)));
+                    }
+                }
+                Ok(Some(Ok(_))) => return Ok(Change::Gone),
+                Ok(Some(Err(e))) => {
+                    return Err(e).with_context(|| format!("cannot watch status {id}"));
+                }
+                Ok(None) | Err(_) => return Ok(Change::None),
             }
-            Ok(Some(Err(e))) => Err(e).with_context(|| format!("cannot watch status {id}")),
-            _ => Ok(None),
         }
     }
 
-    /// The status id of the first request with this `Idempotency-Key`:
-    /// `fresh` when this is the first. Keyed like `Nats-Msg-Id`, by the key
-    /// alone.
-    pub async fn idempotent(&self, key: &str, fresh: &str) -> anyhow::Result<String> {
+    /// The first request with this `Idempotency-Key` (keyed like
+    /// `Nats-Msg-Id`, by the key alone): `Ok(fresh)` when this is it, or the
+    /// first one's id when it carried the same `fingerprint` (subject and
+    /// body); `Err(None)` when it did not (the key was used for something
+    /// else), `Err(Some(e))` when the bucket cannot say.
+    pub async fn idempotent(
+        &self,
+        key: &str,
+        fresh: &str,
+        fingerprint: &str,
+    ) -> Result<String, Option<anyhow::Error>> {
         let name = format!("k.{}", hex::encode(&Sha256::digest(key.as_bytes())[..16]));
+        let mine = format!("{fresh} {fingerprint}");
         for _ in 0..ROUNDS {
-            match self.kv.create(&name, fresh.to_owned().into()).await {
+            match self.kv.create(&name, mine.clone().into()).await {
                 Ok(_) => return Ok(fresh.to_owned()),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    if let Some(id) = self.kv.get(&name).await? {
-                        return String::from_utf8(id.to_vec())
-                            .context("an idempotency entry is not text");
+                    let first = self.kv.get(&name).await.map_err(|e| Some(e.into()))?;
+                    // None: purged in between; try to be the first again.
+                    if let Some(first) = first {
+                        let first = String::from_utf8_lossy(&first);
+                        return match first.split_once(' ') {
+                            Some((id, print)) if print == fingerprint => Ok(id.to_owned()),
+                            _ => Err(None),
+                        };
                     }
-                    // Purged in between: try to be the first again.
                 }
-                Err(e) => return Err(e).context("cannot store the idempotency key"),
+                Err(e) => {
+                    return Err(Some(
+                        anyhow::Error::new(e).context("cannot store the idempotency key"),
+                    ));
+                }
             }
         }
-        bail!("the idempotency key keeps changing under this request")
+        Err(Some(anyhow::anyhow!(
+            "the idempotency key keeps changing under this request"
+        )))
     }
 }
