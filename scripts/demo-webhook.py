@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 gateway, secret = sys.argv[1].rstrip("/"), sys.argv[2]
@@ -57,7 +58,7 @@ request = urllib.request.Request(
 with urllib.request.urlopen(request, timeout=10) as response:
     accepted = json.load(response)
     print(f"demo: POST -> {response.status}, Location: {response.headers['Location']}")
-status_url = accepted["status_url"]
+status_url = urllib.parse.urljoin(gateway + "/", accepted["status_url"])
 
 deadline = time.time() + 30
 while True:
