@@ -24,6 +24,7 @@ fn write_config(server: &NatsServer, dir: &Path, bundle: &Path) -> String {
         format!(
             "[nats]\nurl = \"{}\"\n[plugins]\ndirs = []\nbundles = [\"{}\"]\n\
              [sandbox]\ncache_dir = \"{}/weir-cache\"\n\
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n\
              [http]\nlisten = \"127.0.0.1:0\"\ncallback_allow = [\"http://127.0.0.1:*/*\"]\n\
              webhook_secret_env = \"{SECRET_ENV}\"\nwebhook_backoff_ms = [200]\n",
             server.url(),
@@ -35,22 +36,26 @@ fn write_config(server: &NatsServer, dir: &Path, bundle: &Path) -> String {
     path.to_str().expect("utf-8 path").to_owned()
 }
 
-/// Start `weir up` and read where its gateway listens from its log.
-fn start_host(config: &str) -> (WeirProcess, String) {
+/// Start `weir up`; where its gateway and its /metrics listen, from its log.
+fn start_host(config: &str) -> (WeirProcess, String, String) {
     let mut host = WeirProcess::start(
         &["up", "--config", config],
         &[(SECRET_ENV, SECRET), ("WEIR_LOG", "info")],
     );
     let log = host.wait_for_output("weir is up");
-    let line = log
-        .lines()
-        .find(|l| l.contains("HTTP gateway"))
-        .unwrap_or_else(|| panic!("no gateway line:\n{log}"));
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .unwrap_or_else(|| panic!("no listen= in {line:?}"));
-    (host, format!("http://{addr}"))
+    let listen = |what: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what} line:\n{log}"));
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or_else(|| panic!("no listen= in {line:?}"));
+        format!("http://{addr}")
+    };
+    let (gateway, metrics) = (listen("HTTP gateway"), listen("telemetry: /metrics"));
+    (host, gateway, metrics)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +88,7 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
     .await;
     let callback = receiver.url("order");
 
-    let (first, base) = start_host(&config);
+    let (first, base, _) = start_host(&config);
     let (status, _, body) = post(
         &base,
         "dep.in.order-9",
@@ -115,7 +120,7 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
     let log = first.kill();
     assert!(!log.contains("plugin totals"), "a SIGKILL, not a shutdown");
 
-    let (second, base) = start_host(&config);
+    let (second, base, metrics) = start_host(&config);
     let doc = poll_final(&base, &id).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert!(doc["attempts"].as_u64().is_some_and(|a| a > 1), "{doc}");
@@ -146,6 +151,18 @@ async fn a_host_killed_mid_retry_loses_neither_the_status_nor_the_webhook() {
         1,
         "one webhook per final status"
     );
+    // The deliverer's own counts, on /metrics.
+    let scrape = crate::metrics::scrape(&metrics).await;
+    let count = |outcome| {
+        crate::metrics::value(
+            &scrape,
+            "weir_webhook_deliveries_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("delivered"), 1.0);
+    assert_eq!(count("retried"), 2.0, "the receiver's two 503s");
+    assert_eq!(count("dead_lettered"), 0.0);
     let (status, log) = second.stop();
     assert!(status.success(), "{log}");
     assert!(!log.contains(SECRET), "the secret never reaches the log");

@@ -20,14 +20,14 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// Every sample of a scrape, parsed (a malformed line fails the test).
-async fn scrape(base: &str) -> prometheus_parse::Scrape {
+pub(crate) async fn scrape(base: &str) -> prometheus_parse::Scrape {
     let (status, body) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("the exposition does not parse: {e}\n{body}"))
 }
 
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let sample = scrape
         .samples
         .iter()

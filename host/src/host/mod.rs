@@ -129,6 +129,7 @@ impl Host {
             jetstream::ensure_streams(js, &streams).await?;
         }
 
+        let mut webhook_counters = None;
         let http_addr = match &config.http {
             Some(http) => {
                 let prefix = &config.dead_letter.subject_prefix;
@@ -138,8 +139,15 @@ impl Host {
                     crate::gateway::start(http, prefix, sink.clone(), ctx.stop.clone()).await?;
                 match (webhooks, sink.jetstream()) {
                     (Some(settings), Some(js)) => {
-                        crate::webhook::spawn(js.clone(), settings, ctx.stop.clone(), &ctx.feeders)
-                            .await?;
+                        webhook_counters = Some(
+                            crate::webhook::spawn(
+                                js.clone(),
+                                settings,
+                                ctx.stop.clone(),
+                                &ctx.feeders,
+                            )
+                            .await?,
+                        );
                     }
                     _ => tracing::info!(
                         "[http] names no webhook secret: this host delivers no webhooks (others may)"
@@ -260,6 +268,7 @@ impl Host {
                 slots: config.sandbox.max_instances,
             }),
             lag,
+            webhooks: webhook_counters,
         };
         let _ = served.registry.set(telemetry::metrics::registry(collector));
         served

@@ -73,6 +73,8 @@ pub struct HostCollector {
     pub connection: Arc<dyn Connection>,
     pub sandbox: Option<SandboxView>,
     pub lag: Arc<LagBoard>,
+    /// This host's webhook deliverer, when it runs one.
+    pub webhooks: Option<Arc<crate::webhook::Counters>>,
 }
 
 /// Counters per plugin: (name without `_total`, help, which atomic).
@@ -180,6 +182,7 @@ impl Collector for HostCollector {
         }
         self.encode_lag(&mut encoder)?;
         self.encode_sandbox(&mut encoder)?;
+        self.encode_webhooks(&mut encoder)?;
         let mut info = encoder.encode_descriptor(
             "weir_plugin",
             "A loaded plugin: its version and wasm SHA-256.",
@@ -339,6 +342,30 @@ impl HostCollector {
                 ];
                 ConstGauge::new(pick(last) as i64).encode(metric.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// What this host's webhook deliverer did, by outcome.
+    fn encode_webhooks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(c) = &self.webhooks else {
+            return Ok(());
+        };
+        let get = crate::webhook::Counters::get;
+        let mut metric = encoder.encode_descriptor(
+            "weir_webhook_deliveries",
+            "Webhook POSTs by outcome: delivered (2xx), retried, gone (410), dead_lettered, dead_letters_unstored.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("delivered", get(&c.delivered)),
+            ("retried", get(&c.retried)),
+            ("gone", get(&c.gone)),
+            ("dead_lettered", get(&c.dead_lettered)),
+            ("dead_letters_unstored", get(&c.dead_letters_unstored)),
+        ] {
+            ConstCounter::new(n).encode(metric.encode_family(&[("outcome", outcome)])?)?;
         }
         Ok(())
     }
