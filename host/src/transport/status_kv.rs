@@ -42,7 +42,19 @@ impl StatusBucket {
     /// Open the bucket, creating it when missing, its entries kept for `ttl`.
     pub async fn ensure(js: &js::Context, ttl: Duration, replicas: usize) -> anyhow::Result<Self> {
         let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
+            Ok(kv) => {
+                if let Ok(status) = kv.status().await
+                    && status.info.config.max_age != ttl
+                {
+                    tracing::warn!(
+                        bucket = BUCKET,
+                        "http.status_ttl_ms is {} ms but the bucket keeps statuses {} ms (the first host made it; change it with the nats CLI)",
+                        ttl.as_millis(),
+                        status.info.config.max_age.as_millis()
+                    );
+                }
+                kv
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: BUCKET.into(),
