@@ -1,7 +1,9 @@
 //! Issue 13, review: what a swap reports is true. Once a host runs the new
 //! version (its roster, which `weir ps` reads), no event runs on the old one:
 //! every output stored after that comes from the new version, whether the
-//! swap kept the pipeline (in place) or wired a new one beside it. The relay's `busy_ms`
+//! swap kept the pipeline (in place) or wired a new one beside it. A new
+//! durable consumer (a subject changed, no `durable` named) starts where the
+//! old one stopped instead of replaying the stream. The relay's `busy_ms`
 //! keeps events queued and running on the old version while it is swapped.
 
 use std::path::{Path, PathBuf};
@@ -160,4 +162,102 @@ async fn an_in_place_swap_under_continuous_load_handles_each_event_once() {
         "stored after the host reported v2, from v1: {stale:?}"
     );
     host.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subject_starts_where_the_old_consumer_stopped() {
+    const BEFORE: usize = 50;
+    const AFTER: usize = 30;
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = relay(dir.path(), "v1", "0.1.0", "v1", "jetstream", "");
+    // `in.*` instead of `in.>`: another durable consumer, none named.
+    let v2 = relay(dir.path(), "v2", "0.2.0", "v2", "jetstream", "");
+    let manifest = v2.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        text.replace("subject = \"in.>\"", "subject = \"in.*\""),
+    )
+    .expect("manifest");
+    deploy(&url, &v1);
+    let host = Host::start(&following(&server)).await.expect("host");
+    until_all_run(&[&host], "relay", Some("0.1.0")).await;
+    let mut out = client.subscribe("out.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let next = Arc::new(AtomicUsize::new(0));
+    produce(
+        client.clone(),
+        0..BEFORE,
+        Duration::ZERO,
+        true,
+        next.clone(),
+    )
+    .await;
+    let first = gather(&mut out, BEFORE).await;
+    until_succeeded(&[&host], BEFORE as u64).await;
+
+    let before = relay_consumers(&client).await;
+    deploy(&url, &v2);
+    until_all_run(&[&host], "relay", Some("0.2.0")).await;
+    produce(
+        client.clone(),
+        BEFORE..BEFORE + AFTER,
+        Duration::ZERO,
+        true,
+        next,
+    )
+    .await;
+    let second = gather(&mut out, AFTER).await;
+    all_tagged_from(&second, BEFORE, "v2");
+    let mut now = relay_consumers(&client).await;
+    now.retain(|n| !before.contains(n));
+    assert_eq!(
+        now.len(),
+        1,
+        "v2's own consumer beside v1's {before:?}: {now:?}"
+    );
+    // Whatever v2's consumer was to deliver, it has: a replay would show in
+    // the counts.
+    until_idle(&client, &now[0]).await;
+    let outputs: Vec<_> = first.into_iter().chain(second).collect();
+    exactly_once(&[&host], &outputs, BEFORE + AFTER);
+    host.stop().await.expect("stop");
+}
+
+/// The relay's durable consumers on IN.
+async fn relay_consumers(client: &async_nats::Client) -> Vec<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("IN").await.expect("IN");
+    let mut names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream.consumer_names())
+        .await
+        .into_iter()
+        .map(|n| n.expect("consumer name"))
+        .collect();
+    names.retain(|n| n.starts_with("weir-relay-"));
+    names
+}
+
+/// Wait until the consumer `name` on IN has nothing pending or unacknowledged.
+async fn until_idle(client: &async_nats::Client, name: &str) {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("IN").await.expect("IN");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(name)
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer {name} never went idle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -21,6 +21,7 @@ use crate::transport::{self, IdSource, NatsSink, jetstream};
 mod follow;
 mod load;
 mod reload;
+mod resume;
 mod swap;
 mod wiring;
 pub use crate::roster::Refused;

@@ -19,6 +19,9 @@
 //!   (both would get every event): it is drained first, and core events
 //!   published in the round trip before the new one is made do not reach
 //!   this host (nothing it received is lost). Give it `queue` for none.
+//!   A new durable consumer (a subject changed, no `durable` named) that
+//!   replaces one of the old version's on its stream is made only once the
+//!   old one is drained, and starts where it stopped ([`resume`]).
 //!   The new wiring has a circuit of its own: closed, unless the server
 //!   holds its consumers paused (an open circuit elsewhere, `weir pause`),
 //!   which it joins as any starting host does.
@@ -38,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::resume;
 use super::wiring::{Running, Wired, subscribe_plugin};
 use crate::config::{DeliveryMode, Manifest};
 use crate::plugin::Plugin;
@@ -72,6 +76,7 @@ struct Slot {
 
 /// What a swap waits on of a wiring it stopped: cloned out of the slot, so
 /// no lock is held while waiting.
+#[derive(Clone)]
 struct Stopped {
     stop: CancellationToken,
     core_readers: TaskTracker,
@@ -173,6 +178,10 @@ impl Swapper {
             plugin.circuit = old.circuit.clone();
         }
         let plugin = Arc::new(plugin);
+        let successors = resume::successors(&old.manifest, &plugin.manifest);
+        let js = self.sink.jetstream();
+        // Refused before anything is touched when where to start is unknown.
+        resume::start_points(js, &name, &successors).await?;
         let retired = if in_place {
             let slots = self.slots();
             let Some(slot) = slots.get(&name) else {
@@ -180,7 +189,7 @@ impl Swapper {
             };
             slot.wired.current.send_replace(plugin.clone());
             None
-        } else if overlap_safe(&old.manifest, &plugin.manifest) {
+        } else if overlap_safe(&old.manifest, &plugin.manifest) && successors.is_empty() {
             let wired = self.wire(&plugin, &HashMap::new()).await?;
             let old_wiring = self.put(&name, wired)?;
             old_wiring.stop.cancel();
@@ -189,12 +198,25 @@ impl Swapper {
         } else {
             // Two plain subscriptions to a subject would each get every
             // event: the old ones are drained before the new ones are made.
+            // So are consumers that new ones continue: where they stopped
+            // is known once every event they delivered is settled.
             let Some(old_wiring) = self.slots().get(&name).map(|s| Stopped::of(&s.wired)) else {
                 return Err(format!("plugin {name:?} was stopped meanwhile"));
             };
             old_wiring.stop.cancel();
             old_wiring.core_readers.wait().await;
-            match self.wire(&plugin, &HashMap::new()).await {
+            let mut starts = HashMap::new();
+            if !successors.is_empty() {
+                self.until_done(Some(old_wiring.clone()), &old).await?;
+                starts = match resume::start_points(js, &name, &successors).await {
+                    Ok(starts) => starts,
+                    Err(reason) => {
+                        self.wire_again(&name, &old).await;
+                        return Err(reason);
+                    }
+                };
+            }
+            match self.wire(&plugin, &starts).await {
                 Ok(wired) => {
                     self.put(&name, wired)?;
                 }
