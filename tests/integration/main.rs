@@ -63,5 +63,7 @@ mod swap;
 mod swap_report;
 /// Issue 11: W3C trace context across NATS hops; spans at an OTLP/HTTP receiver.
 mod traces;
+/// `weir up --watch`: a wasm outside its bundle, refusals cleared, a prompt stop (issue 13).
+mod watch;
 /// `weir test` on the retry path: exit status, --follow, --set, verdicts.
 mod weir_test;

@@ -72,7 +72,12 @@ impl Follower {
                 match entry {
                     Some(Ok(entry)) => {
                         revision = entry.revision + 1;
-                        self.apply(entry).await;
+                        // A fetch or a compile under way does not hold up a
+                        // stopping host; what runs is left as it is.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            () = self.apply(entry) => {}
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::warn!(bucket, error = %e, "the deployments watch broke; watching again");
