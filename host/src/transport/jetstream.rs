@@ -342,7 +342,6 @@ pub async fn read(
 }
 
 /// Pull until `stop`; the stream still to drain, when it stopped mid-stream.
-
 async fn pull_until_stopped(
     js: jetstream::Context,
     spec: ConsumerSpec,
