@@ -39,28 +39,12 @@ mod relays;
 
 use std::collections::BTreeMap;
 
+use common::{env, spread};
 use load::Driver;
 use relays::{Relay, Setup};
 
 /// How long each latency run publishes for, at most (N events caps it).
 const LATENCY_SECS: f64 = 1.5;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Median, min and max.
-fn spread(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
 
 /// What one relay gave over all its runs.
 #[derive(Default)]

@@ -215,16 +215,8 @@ async fn swap_latency(url: &str) -> [(u64, u64); 3] {
     out
 }
 
-fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
-
 fn main() {
-    let runs: usize = std::env::var("WEIR_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let runs: usize = common::env("WEIR_BENCH_RUNS", 5);
     let server = common::start_server();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -232,7 +224,7 @@ fn main() {
         .expect("runtime");
     let mut summary = serde_json::Map::new();
     let mut row = |name: &str, unit: &str, xs: Vec<f64>| {
-        let (m, lo, hi) = median(xs);
+        let (m, lo, hi) = common::spread(&xs);
         println!("{name:<42} {m:>10.1} {unit}  (min {lo:.1}, max {hi:.1}, {runs} runs)");
         summary.insert(name.into(), serde_json::json!(m));
     };

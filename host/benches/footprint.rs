@@ -26,6 +26,7 @@ mod warm;
 
 use std::time::Duration;
 
+use common::{env, spread};
 use weir_host::config::HostConfig;
 use weir_host::sandbox::Runtime;
 
@@ -52,20 +53,6 @@ const WARM: [(&str, &str); 3] = [
 
 const GOAL_RSS_MB: f64 = 50.0;
 const GOAL_READY_MS: f64 = 300.0;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Median, min and max.
-fn spread(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

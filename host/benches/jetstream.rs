@@ -197,15 +197,8 @@ fn main() {
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .try_init();
     }
-    let n: usize = std::env::var("WEIR_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let runs: usize = std::env::var("WEIR_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let n: usize = common::env("WEIR_BENCH_EVENTS", 20_000);
+    let runs: usize = common::env("WEIR_BENCH_RUNS", 5).max(1);
     // Comma-separated modes to run alone, e.g. under a profiler.
     let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
     let server = common::start_server();

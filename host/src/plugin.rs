@@ -34,6 +34,9 @@ pub struct Plugin {
     /// Spans of this plugin's events: off unless the host exports traces
     /// (`[telemetry] otlp_endpoint`), which sets it after loading.
     pub tracing: crate::pipeline::PluginTracing,
+    /// The events started on this version and not settled yet: a swap waits
+    /// for them before it reports the next version as the one running.
+    pub runs: tokio_util::task::TaskTracker,
 }
 
 impl Plugin {
@@ -134,6 +137,7 @@ impl Plugin {
             warned_jetstream_reply: AtomicBool::new(false),
             sha256: String::new(),
             tracing: crate::pipeline::PluginTracing::off(),
+            runs: tokio_util::task::TaskTracker::new(),
         }
     }
 

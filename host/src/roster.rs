@@ -93,7 +93,12 @@ impl Roster {
     /// Forget the refusal of a deployment of `name` (rolled back to what
     /// runs, or undeployed).
     pub fn forget_refusal(&self, name: &str) {
-        let path = std::path::PathBuf::from(format!("deploy:{name}"));
+        self.forget_refusal_at(std::path::Path::new(&format!("deploy:{name}")))
+    }
+
+    /// Forget any refusal of the bundle at `path`, named or not (one that
+    /// did not parse, loaded since).
+    pub fn forget_refusal_at(&self, path: &std::path::Path) {
         self.write(|i| i.refused.retain(|r| r.path != path))
     }
 

@@ -62,8 +62,13 @@ mod shutdown;
 mod stall;
 /// Hosts that follow deployments and `weir up --watch`: swaps under load (issue 13).
 mod swap;
+/// What a swap reports is true: no event on the old version after it; a new
+/// durable consumer starts where the old one stopped (issue 13).
+mod swap_report;
 /// Issue 11: W3C trace context across NATS hops; spans at an OTLP/HTTP receiver.
 mod traces;
+/// `weir up --watch`: a wasm outside its bundle, refusals cleared, a prompt stop (issue 13).
+mod watch;
 /// Issue 14: signed webhooks, retried from a work queue, checked by the spec's library.
 mod webhooks;
 /// `weir test` on the retry path: exit status, --follow, --set, verdicts.

@@ -20,14 +20,21 @@ use weir_host::plugin::Stats;
 use crate::deploy::{json, weir};
 use crate::support::*;
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
 /// A relay bundle in `dir/<label>` at `version`, tagging its outputs `tag`;
 /// `mode`: `jetstream` (on stream IN) or `core`. `extra` goes at the end of
 /// plugin.toml.
-fn relay(dir: &Path, label: &str, version: &str, tag: &str, mode: &str, extra: &str) -> PathBuf {
+pub(crate) fn relay(
+    dir: &Path,
+    label: &str,
+    version: &str,
+    tag: &str,
+    mode: &str,
+    extra: &str,
+) -> PathBuf {
     let into = dir.join(label);
     let (version, tag, extra) = (version.to_owned(), tag.to_owned(), extra.to_owned());
     let jetstream = mode == "jetstream";
@@ -43,7 +50,7 @@ fn relay(dir: &Path, label: &str, version: &str, tag: &str, mode: &str, extra: &
     })
 }
 
-fn streams() -> Vec<StreamSpec> {
+pub(crate) fn streams() -> Vec<StreamSpec> {
     ["IN", "OUT"]
         .iter()
         .map(|name| StreamSpec {
@@ -57,7 +64,7 @@ fn streams() -> Vec<StreamSpec> {
 }
 
 /// A host that runs only what is deployed, and follows it.
-fn following(server: &NatsServer) -> HostConfig {
+pub(crate) fn following(server: &NatsServer) -> HostConfig {
     let mut config = host_config(server, &[]);
     config.deploy.watch = true;
     config.streams = streams();
@@ -65,14 +72,14 @@ fn following(server: &NatsServer) -> HostConfig {
 }
 
 /// The version of `name` the host runs now, if any.
-fn running(host: &Host, name: &str) -> Option<String> {
+pub(crate) fn running(host: &Host, name: &str) -> Option<String> {
     (host.plugins().iter())
         .find(|p| p.name() == name)
         .map(|p| p.manifest.version.clone())
 }
 
 /// Wait until every host runs `version` of `name` (`None`: does not run it).
-async fn until_all_run(hosts: &[&Host], name: &str, version: Option<&str>) {
+pub(crate) async fn until_all_run(hosts: &[&Host], name: &str, version: Option<&str>) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let now: Vec<Option<String>> = hosts.iter().map(|h| running(h, name)).collect();
@@ -91,7 +98,7 @@ async fn until_all_run(hosts: &[&Host], name: &str, version: Option<&str>) {
 /// Publish `in.<i>` for `range`, each stored (JetStream) or sent (core),
 /// `gap` apart. `next` is set to an index before it is published: once it
 /// reads `k`, event `k` may be out already, `k + 1` is not (see [`after`]).
-async fn produce(
+pub(crate) async fn produce(
     client: async_nats::Client,
     range: std::ops::Range<usize>,
     gap: Duration,
@@ -122,7 +129,7 @@ async fn produce(
 }
 
 /// Every output seen on `out.>`: (event index, tag).
-async fn gather(sub: &mut async_nats::Subscriber, n: usize) -> Vec<(usize, String)> {
+pub(crate) async fn gather(sub: &mut async_nats::Subscriber, n: usize) -> Vec<(usize, String)> {
     collect(sub, n)
         .await
         .iter()
@@ -136,7 +143,7 @@ async fn gather(sub: &mut async_nats::Subscriber, n: usize) -> Vec<(usize, Strin
 
 /// `events` JetStream events published 4 ms apart in the background,
 /// returned once a quarter of them are stored: what a swap then runs under.
-async fn load_under_way(
+pub(crate) async fn load_under_way(
     client: &async_nats::Client,
     events: usize,
 ) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
@@ -155,11 +162,15 @@ async fn load_under_way(
 }
 
 /// The first event index surely published after now.
-fn after(next: &AtomicUsize) -> usize {
+pub(crate) fn after(next: &AtomicUsize) -> usize {
     next.load(Ordering::SeqCst) + 1
 }
 
-fn total(hosts: &[&Host], name: &str, pick: fn(&Stats) -> &std::sync::atomic::AtomicU64) -> u64 {
+pub(crate) fn total(
+    hosts: &[&Host],
+    name: &str,
+    pick: fn(&Stats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
     hosts
         .iter()
         .flat_map(|h| h.plugins())
@@ -169,7 +180,7 @@ fn total(hosts: &[&Host], name: &str, pick: fn(&Stats) -> &std::sync::atomic::At
 }
 
 /// Wait until `n` events have succeeded across `hosts`.
-async fn until_succeeded(hosts: &[&Host], n: u64) {
+pub(crate) async fn until_succeeded(hosts: &[&Host], n: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while total(hosts, "relay", |s| &s.succeeded) < n {
         assert!(
@@ -181,7 +192,7 @@ async fn until_succeeded(hosts: &[&Host], n: u64) {
 }
 
 /// Index `from` on: every output carries `tag`.
-fn all_tagged_from(outputs: &[(usize, String)], from: usize, tag: &str) {
+pub(crate) fn all_tagged_from(outputs: &[(usize, String)], from: usize, tag: &str) {
     let wrong: Vec<_> = outputs
         .iter()
         .filter(|(i, t)| *i >= from && t != tag)
@@ -195,7 +206,7 @@ fn all_tagged_from(outputs: &[(usize, String)], from: usize, tag: &str) {
 /// Exactly `events` handled once each: one success and one raw output
 /// publish per event (summed over the hosts), no failure, and one output per
 /// event index.
-fn exactly_once(hosts: &[&Host], outputs: &[(usize, String)], events: usize) {
+pub(crate) fn exactly_once(hosts: &[&Host], outputs: &[(usize, String)], events: usize) {
     let indices: HashSet<usize> = outputs.iter().map(|(i, _)| *i).collect();
     assert_eq!(indices.len(), events, "one output per event");
     assert_eq!(outputs.len(), events, "no output twice");

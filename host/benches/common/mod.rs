@@ -1,5 +1,6 @@
-//! What the in-process benchmarks share: the repository root, the event they
-//! send, the work they time, and a nats-server to time it against.
+//! What the benchmarks share: the repository root, the event they send, the
+//! work they time, a nats-server to time it against, their `WEIR_BENCH_*`
+//! settings and how runs are summed up (median, min, max).
 
 // Each benchmark uses some of these.
 #![allow(dead_code)]
@@ -61,6 +62,25 @@ pub async fn dispatch_traced(plugin: &Plugin, event: &Event) -> usize {
         }
         other => panic!("benchmark handler failed: {other:?}"),
     }
+}
+
+/// The setting `name` from the environment, or `default` when it is unset
+/// or does not parse.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median, min and max of `values`; NaN for none.
+pub fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// A nats-server with JetStream on a port it picks itself, killed on drop.

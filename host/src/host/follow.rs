@@ -6,6 +6,7 @@
 //! plugin. A record that cannot be run is refused — logged and shown by
 //! `weir ps` — and whatever ran under its name keeps running.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,26 +29,39 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Run what the bucket holds now; returns the revision to watch from.
-    pub async fn converge(&self) -> anyhow::Result<u64> {
+    /// Run what the bucket holds now; returns where to watch from.
+    pub async fn converge(&self) -> anyhow::Result<Converged> {
+        // Read before the records: a change made while they are read is
+        // watched, not missed.
         let last = (self.buckets.deployments.stream.get_info().await)
             .context("cannot read the deployments bucket")?
             .state
             .last_sequence;
+        let mut applied = HashMap::new();
         for (name, found) in self.buckets.list_each().await? {
             match found {
-                Ok((record, revision)) => self.apply_put(record, revision).await,
+                Ok((record, revision)) => {
+                    applied.insert(name, revision);
+                    self.apply_put(record, revision).await
+                }
                 // One bad record refuses that plugin, not the host.
                 Err(e) => self.refuse(&name, None, format!("{e:#}")),
             }
         }
-        Ok(last + 1)
+        Ok(Converged {
+            from: last + 1,
+            applied,
+        })
     }
 
-    /// Apply every change from `revision` on until `stop`. A watch that
-    /// breaks (the connection lost for long) is made again from the next
-    /// revision not seen.
-    pub async fn follow(self, mut revision: u64, stop: CancellationToken) {
+    /// Apply every change from `converged.from` on until `stop`, but none
+    /// that converging applied or passed already. A watch that breaks (the
+    /// connection lost for long) is made again from the next revision not seen.
+    pub async fn follow(self, converged: Converged, stop: CancellationToken) {
+        let Converged {
+            from: mut revision,
+            applied,
+        } = converged;
         let bucket = self.buckets.deployments.name.clone();
         loop {
             let watch = tokio::select! {
@@ -70,9 +84,17 @@ impl Follower {
                     entry = watch.next() => entry,
                 };
                 match entry {
+                    Some(Ok(entry)) if !fresh(&applied, &entry.key, entry.revision) => {
+                        revision = entry.revision + 1;
+                    }
                     Some(Ok(entry)) => {
                         revision = entry.revision + 1;
-                        self.apply(entry).await;
+                        // A fetch or a compile under way does not hold up a
+                        // stopping host; what runs is left as it is.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            () = self.apply(entry) => {}
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::warn!(bucket, error = %e, "the deployments watch broke; watching again");
@@ -203,10 +225,41 @@ impl Follower {
     }
 }
 
+/// Where following starts once the host converged.
+pub struct Converged {
+    /// The first revision of the bucket to watch.
+    from: u64,
+    /// The revision applied of each record, when converging read it later
+    /// than `from`: older changes of that record watched are stale.
+    applied: HashMap<String, u64>,
+}
+
+/// Whether a watched `revision` of `key` is newer than what converging
+/// applied of it (a change made while the records were read is watched too,
+/// and would otherwise run an intermediate version again).
+fn fresh(applied: &HashMap<String, u64>, key: &str, revision: u64) -> bool {
+    applied.get(key).is_none_or(|&done| revision > done)
+}
+
 /// Wait a moment before watching again; whether `stop` fired meanwhile.
 async fn pause(stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_converging_applied_is_not_applied_again() {
+        // Converging read rev 7 of relay while revs 6 and 7 came in.
+        let applied = HashMap::from([("relay".to_owned(), 7)]);
+        assert!(!fresh(&applied, "relay", 6), "an intermediate revision");
+        assert!(!fresh(&applied, "relay", 7), "the one applied");
+        assert!(fresh(&applied, "relay", 8));
+        assert!(fresh(&applied, "other", 6), "a record not read then");
     }
 }

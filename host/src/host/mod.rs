@@ -21,6 +21,7 @@ use crate::transport::{self, IdSource, NatsSink, jetstream};
 mod follow;
 mod load;
 mod reload;
+mod resume;
 mod swap;
 mod wiring;
 pub use crate::roster::Refused;
@@ -90,17 +91,6 @@ impl Host {
         if plugins.is_empty() && !config.deploy.watch {
             tracing::warn!("no plugin loaded: the host will idle");
         }
-        let wanted: u64 = plugins
-            .iter()
-            .map(|p| u64::from(p.plugin.manifest.limits.max_in_flight))
-            .sum();
-        if wanted > u64::from(config.sandbox.max_instances) {
-            tracing::warn!(
-                "the plugins' max_in_flight add up to {wanted}, more than sandbox.max_instances ({}): \
-                 under full load some events will fail to get an instance and be retried",
-                config.sandbox.max_instances
-            );
-        }
 
         let client = transport::connect(&config.nats).await?;
         let link: Arc<dyn telemetry::metrics::Connection> =
@@ -167,6 +157,7 @@ impl Host {
             sink.clone(),
             ctx.clone(),
             roster.clone(),
+            config.sandbox.max_instances,
         ));
         let mut watched = Vec::new();
         for r in &refused {

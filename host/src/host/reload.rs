@@ -5,7 +5,9 @@
 //! the old one. A build that does not load (half written, not a component,
 //! a bad manifest) is refused with its reason and the last good version
 //! keeps running. Changes are gathered until the files are quiet for a
-//! moment, so a build that writes in several steps is loaded once.
+//! moment, so a build that writes in several steps is loaded once. A wasm
+//! that plugin.toml names outside the bundle's folder (a build's output
+//! folder) is watched where it lies.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,14 @@ pub fn spawn(
         .filter_map(|(path, name)| Some((path.clone(), name.clone()?)))
         .collect();
     let bundles: Vec<PathBuf> = bundles.into_iter().map(|(path, _)| path).collect();
+    // Wasm files that plugin.toml names outside their bundle's folder: their
+    // own folder is watched too.
+    let mut outside: HashMap<PathBuf, PathBuf> = HashMap::new();
     for path in &bundles {
+        if let Some(wasm) = wasm_outside(path) {
+            watch_wasm(&mut watcher, path, &wasm)?;
+            outside.insert(path.clone(), wasm);
+        }
         // An archive's folder is watched: an editor or a build replaces the
         // file (a new inode), which a watch on the file itself would miss.
         let watched = if archive::is_archive(path) {
@@ -77,7 +86,7 @@ pub fn spawn(
     }
     tasks.spawn(async move {
         // Dropped at the end: the watches go with it.
-        let _watcher = watcher;
+        let mut watcher = watcher;
         loop {
             let first = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -87,13 +96,34 @@ pub fn spawn(
                 },
             };
             let mut changed = vec![first];
-            // Until quiet.
-            while let Ok(Some(path)) = tokio::time::timeout(QUIET, rx.recv()).await {
-                changed.push(path);
+            // Until quiet, or stopped: files that keep changing do not hold
+            // up a stopping host.
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    next = tokio::time::timeout(QUIET, rx.recv()) => match next {
+                        Ok(Some(path)) => changed.push(path),
+                        _ => break,
+                    },
+                }
             }
             for bundle in &bundles {
-                if changed.iter().any(|p| belongs(p, bundle)) {
-                    reload(bundle, &mut seen, &mut names, &loader, &swapper).await;
+                let wasm = outside.get(bundle);
+                if changed.iter().any(|p| belongs(p, bundle, wasm)) {
+                    // Nor does a compile under way.
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        () = reload(bundle, &mut seen, &mut names, &loader, &swapper) => {}
+                    }
+                    // plugin.toml may name another wasm now.
+                    if let Some(now) = wasm_outside(bundle)
+                        && outside.get(bundle) != Some(&now)
+                    {
+                        if let Err(e) = watch_wasm(&mut watcher, bundle, &now) {
+                            tracing::warn!("{e:#}");
+                        }
+                        outside.insert(bundle.clone(), now);
+                    }
                 }
             }
         }
@@ -101,13 +131,52 @@ pub fn spawn(
     Ok(())
 }
 
-/// Whether a changed `path` is one of `bundle`'s files.
-fn belongs(path: &Path, bundle: &Path) -> bool {
+/// Whether a changed `path` is one of `bundle`'s files; `wasm`: its wasm,
+/// when that lies outside its folder (as [`wasm_outside`] gives it).
+fn belongs(path: &Path, bundle: &Path, wasm: Option<&PathBuf>) -> bool {
     if archive::is_archive(bundle) {
         path == bundle
     } else {
-        path.parent() == Some(bundle)
+        path.parent() == Some(bundle) || wasm.is_some_and(|w| canonical(path).as_ref() == Some(w))
     }
+}
+
+/// The wasm that a bundle folder's plugin.toml names, when it lies outside
+/// the folder (`wasm = "../target/…/x.wasm"`): its folder canonical, so it
+/// compares with the paths a watch on that folder reports.
+fn wasm_outside(bundle: &Path) -> Option<PathBuf> {
+    if archive::is_archive(bundle) {
+        return None;
+    }
+    let text = std::fs::read_to_string(bundle.join(bundle::MANIFEST)).ok()?;
+    let table = toml::from_str::<toml::Table>(&text).ok()?;
+    let wasm = canonical(&bundle.join(table.get("wasm")?.as_str()?))?;
+    (wasm.parent() != bundle.canonicalize().ok().as_deref()).then_some(wasm)
+}
+
+/// `path` with its folder canonical (the file itself may be missing).
+fn canonical(path: &Path) -> Option<PathBuf> {
+    let folder = path.parent()?.canonicalize().ok()?;
+    Some(folder.join(path.file_name()?))
+}
+
+fn watch_wasm(
+    watcher: &mut notify::RecommendedWatcher,
+    bundle: &Path,
+    wasm: &Path,
+) -> anyhow::Result<()> {
+    let folder = wasm.parent().unwrap_or(Path::new("."));
+    watcher
+        .watch(folder, notify::RecursiveMode::NonRecursive)
+        .with_context(|| {
+            format!(
+                "cannot watch {} (the wasm of {})",
+                folder.display(),
+                bundle.display()
+            )
+        })?;
+    tracing::info!(bundle = %bundle.display(), wasm = %wasm.display(), "watching the wasm outside the bundle");
+    Ok(())
 }
 
 async fn reload(
@@ -175,6 +244,8 @@ async fn reload(
     {
         Ok(()) => {
             names.insert(path.to_owned(), name);
+            // A refusal from before its name could be read, too.
+            swapper.roster.forget_refusal_at(path);
         }
         Err(reason) => refuse(swapper, path, &name, reason),
     }

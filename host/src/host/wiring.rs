@@ -2,6 +2,7 @@
 //! consumers, its readers, its circuit follower and its pipeline, stopped
 //! together by the wiring's own token; `--dev` streams.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,15 +26,20 @@ pub(super) struct Wired {
     pub(super) stop: CancellationToken,
     /// The core readers: done once their subscriptions are drained.
     pub(super) core_readers: TaskTracker,
+    /// The serve loop: done once its readers are gone and every event they
+    /// queued has started or been handed back; none starts after.
+    pub(super) pipeline: TaskTracker,
 }
 
 /// Subscribe all of one plugin's subscriptions, then start its readers and
-/// its pipeline.
+/// its pipeline. `starts`: durable consumers to create at a stream sequence
+/// (by durable name) instead of at the stream's first event.
 pub(super) async fn subscribe_plugin(
     client: &async_nats::Client,
     sink: &Arc<NatsSink>,
     plugin: &Arc<Plugin>,
     ctx: &Running,
+    starts: &HashMap<String, u64>,
 ) -> anyhow::Result<Wired> {
     let wiring = ctx.stop.child_token();
     let manifest = &plugin.manifest;
@@ -63,7 +69,13 @@ pub(super) async fn subscribe_plugin(
                 let js = sink.jetstream().context(
                     "jetstream subscription, but the NATS server has no JetStream for this account",
                 )?;
-                let spec = jetstream::ConsumerSpec::new(manifest, sub)?;
+                let mut spec = jetstream::ConsumerSpec::new(manifest, sub)?;
+                if let Some(&start_sequence) = starts.get(spec.durable()) {
+                    spec.config.deliver_policy =
+                        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence,
+                        };
+                }
                 let consumer = jetstream::bind_consumer(js, &spec).await?;
                 // Paused on the server (an open circuit, `weir pause`): this
                 // host joins in.
@@ -127,21 +139,25 @@ pub(super) async fn subscribe_plugin(
     drop(feed);
     ctx.feeders.spawn(follower.run(wiring.clone()));
     let (current, versions) = watch::channel(plugin.clone());
-    ctx.feeders.spawn(pipeline::serve_versions(
+    let serving = TaskTracker::new();
+    serving.spawn(pipeline::serve_versions(
         versions,
         sink.clone(),
         rx,
         ctx.events.clone(),
         ctx.stop.clone(),
     ));
-    core_readers.close();
-    // The host's stop waits for them too.
-    let readers = core_readers.clone();
-    ctx.feeders.spawn(async move { readers.wait().await });
+    for tracker in [&core_readers, &serving] {
+        tracker.close();
+        // The host's stop waits for them too.
+        let tracker = tracker.clone();
+        ctx.feeders.spawn(async move { tracker.wait().await });
+    }
     Ok(Wired {
         current,
         stop: wiring,
         core_readers,
+        pipeline: serving,
     })
 }
 

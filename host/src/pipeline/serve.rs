@@ -110,7 +110,12 @@ pub async fn serve_versions<D: Delivery, S: Sink>(
             }
         };
         let permit = held.keep_alive_while(wait_for_slot).await;
-        let plugin = versions.borrow().clone();
+        // Counted on its version while the version is read: a swap that
+        // replaced it then waits for this event too.
+        let (plugin, run) = {
+            let current = versions.borrow();
+            (current.clone(), current.runs.token())
+        };
         let Some(permit) = permit else {
             Stats::bump(&plugin.stats.handed_back);
             if probe {
@@ -124,6 +129,7 @@ pub async fn serve_versions<D: Delivery, S: Sink>(
         let unstored = unstored.clone();
         let back = held.returner();
         events.spawn(async move {
+            let _run = run;
             let _running = Stats::up(&plugin.stats.in_flight);
             let run = Run {
                 plugin: &plugin,

@@ -124,6 +124,9 @@ pub async fn bind_consumer(
             // without one would resume the consumer for every host.
             let mut config = spec.config.clone();
             config.pause_until = existing.cached_info().config.pause_until;
+            // Where it started is fixed for its life; asking for another
+            // start would fail the update.
+            config.deliver_policy = existing.cached_info().config.deliver_policy;
             match stream.update_consumer(config).await {
                 Ok(updated) => updated,
                 Err(e) => {
@@ -303,7 +306,9 @@ impl PullSettings {
 }
 
 /// Pull from `consumer` into the plugin's pipeline until `stop` fires, then
-/// hand back everything received and not started.
+/// hand back everything received and not started. The reader lets go of the
+/// pipeline's queue as soon as it stops, before the outstanding pulls are
+/// answered: the pipeline can end (and a swap report) without waiting for them.
 ///
 /// - The pull stream is kept through missed heartbeats and failed pull
 ///   requests (async-nats re-issues its pulls after a reconnect); only when
@@ -323,10 +328,20 @@ pub async fn read(
     stop: CancellationToken,
 ) {
     let hand_backs = HandBacks::new();
-    pull_until_stopped(js, spec, consumer, &feed, pull, &hand_backs, stop).await;
-    hand_backs.release(&feed.plugin).await;
+    let pulling = pull_until_stopped(js, spec, consumer, &feed, pull, &hand_backs, stop).await;
+    let Feed {
+        plugin,
+        stats,
+        queue,
+    } = feed;
+    drop(queue);
+    if let Some(mut messages) = pulling {
+        drain(&mut messages, &stats, &hand_backs).await;
+    }
+    hand_backs.release(&plugin).await;
 }
 
+/// Pull until `stop`; the stream still to drain, when it stopped mid-stream.
 async fn pull_until_stopped(
     js: jetstream::Context,
     spec: ConsumerSpec,
@@ -335,7 +350,7 @@ async fn pull_until_stopped(
     pull: PullSettings,
     hand_backs: &HandBacks,
     stop: CancellationToken,
-) {
+) -> Option<jetstream::consumer::pull::Stream> {
     use jetstream::consumer::pull::MessagesErrorKind as Kind;
     let pause = || async {
         tokio::select! {
@@ -357,7 +372,7 @@ async fn pull_until_stopped(
             Err(e) => {
                 tracing::warn!(plugin = %feed.plugin, error = %e, "cannot pull from JetStream; retrying in 1 s");
                 if !pause().await {
-                    return;
+                    return None;
                 }
                 continue;
             }
@@ -379,10 +394,7 @@ async fn pull_until_stopped(
             let next = tokio::select! {
                 biased;
                 next = messages.next() => next,
-                _ = stop.cancelled() => {
-                    drain(&mut messages, feed, hand_backs).await;
-                    return;
-                }
+                _ = stop.cancelled() => return Some(messages),
                 stalled = checking => {
                     let asked_at = check.take().map(|(at, _)| at);
                     // Stalled, and still nothing arrived since asking: the
@@ -439,8 +451,7 @@ async fn pull_until_stopped(
                         None => {
                             Stats::bump(&feed.stats.handed_back);
                             inbound.delivery.settle(Settle::HandBack).await;
-                            drain(&mut messages, feed, hand_backs).await;
-                            return;
+                            return Some(messages);
                         }
                     }
                 }
@@ -464,12 +475,13 @@ async fn pull_until_stopped(
                 Err(e) => {
                     tracing::warn!(plugin = %feed.plugin, error = %format!("{e:#}"), "cannot bind the consumer; retrying in 1 s");
                     if !pause().await {
-                        return;
+                        return None;
                     }
                 }
             }
         }
     }
+    None
 }
 
 /// Count a delivery as a new event (`received`) the first time the server
@@ -485,14 +497,14 @@ fn count_delivery(stats: &Stats, message: &jetstream::Message) {
 /// still bring, until they are all answered (at most `expires` and a second).
 async fn drain(
     messages: &mut jetstream::consumer::pull::Stream,
-    feed: &Feed,
+    stats: &Stats,
     hand_backs: &HandBacks,
 ) {
     messages.stop_pulling();
     while let Some(next) = messages.next().await {
         if let Ok(message) = next {
-            count_delivery(&feed.stats, &message);
-            Stats::bump(&feed.stats.handed_back);
+            count_delivery(stats, &message);
+            Stats::bump(&stats.handed_back);
             hand_backs.hand_back(message).await;
         }
     }

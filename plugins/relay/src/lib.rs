@@ -1,7 +1,9 @@
 //! `relay`: every event on `in.<rest>` goes on to `out.<rest>` with the same
 //! payload. The workload of scripts/stall-check.sh (issue 16). An optional
 //! `[config] tag` goes on each output as a `Relay-Tag` header, so a test can
-//! tell which host produced it (issue 10).
+//! tell which host produced it (issue 10). An optional `[config] busy_ms`
+//! makes each event take that long (the guest spins on the clock), so a test
+//! can have events queued and running when it swaps the plugin (issue 13).
 
 use weir_sdk::{Event, Failure, Message};
 
@@ -12,6 +14,12 @@ fn relay(event: Event) -> weir_sdk::Result {
             event.subject()
         )));
     };
+    if let Some(ms) = weir_sdk::config("busy_ms").and_then(|v| v.parse::<u64>().ok()) {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
     let subject = format!("out.{rest}");
     let output = Message::new(subject, event.into_payload());
     Ok(vec![match weir_sdk::config("tag") {
