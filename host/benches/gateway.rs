@@ -189,10 +189,28 @@ async fn webhook_latency(base: &str, hook: &str, arrivals: &Arrivals) -> (f64, f
     (pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-/// JetStream publish → the relay's output, paced; (p50, p99) in ms.
+/// JetStream publish → the relay's output, paced; (p50, p99) in ms. The
+/// outputs are timed as they arrive, by a task of their own.
 async fn direct_latency(client: &async_nats::Client) -> (f64, f64) {
     let js = jetstream::new(client.clone());
     let mut outputs = client.subscribe("out.l.>").await.expect("subscribe");
+    let arrivals = tokio::spawn(async move {
+        let mut at = vec![None; LATENCY_EVENTS];
+        for _ in 0..LATENCY_EVENTS {
+            let msg = tokio::time::timeout(Duration::from_secs(60), outputs.next())
+                .await
+                .expect("outputs in time")
+                .expect("subscription open");
+            let i: usize = msg
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("index");
+            at[i] = Some(Instant::now());
+        }
+        at
+    });
     let mut sent = Vec::with_capacity(LATENCY_EVENTS);
     let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE_PER_S));
     for i in 0..LATENCY_EVENTS {
@@ -204,20 +222,12 @@ async fn direct_latency(client: &async_nats::Client) -> (f64, f64) {
             .await
             .expect("stored");
     }
-    let mut lat = vec![0.0; LATENCY_EVENTS];
-    for _ in 0..LATENCY_EVENTS {
-        let msg = tokio::time::timeout(Duration::from_secs(60), outputs.next())
-            .await
-            .expect("outputs in time")
-            .expect("subscription open");
-        let i: usize = msg
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .expect("index");
-        lat[i] = sent[i].elapsed().as_secs_f64() * 1e3;
-    }
+    let arrived = arrivals.await.expect("the receiving task");
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .zip(arrived)
+        .map(|(s, a)| a.expect("every output").duration_since(*s).as_secs_f64() * 1e3)
+        .collect();
     lat.sort_by(f64::total_cmp);
     (pct(&lat, 0.5), pct(&lat, 0.99))
 }

@@ -166,7 +166,10 @@ impl Gateway {
             )
             .naming("header", "Idempotency-Key"));
         }
-        if let Err(e) = self.bucket.mark_published(&id).await {
+        // Only a retry with the same key asks whether the first was published.
+        if key.is_some()
+            && let Err(e) = self.bucket.mark_published(&id).await
+        {
             tracing::warn!(status_id = %id, error = %format!("{e:#}"), "cannot note the event as published");
         }
         tracing::info!(
