@@ -172,8 +172,9 @@ pub fn error_reply(event: &Event, failure: &Failure) -> Option<Message> {
     })
 }
 
-/// A header value: one line, at most `max` bytes.
-fn header_safe(text: &str, max: usize) -> String {
+/// A header value: one line (control characters become spaces), at most
+/// `max` bytes, cut on a character boundary.
+pub fn header_safe(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -31,7 +31,7 @@ mod unstored;
 
 pub use circuit::Circuit;
 pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};
-pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, headers, rfc3339};
+pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, header_safe, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve, serve_versions};
 pub use trace::{EventTrace, Finish, PluginTracing};
 

@@ -175,21 +175,7 @@ impl Counters {
     }
 }
 
-/// `text` as one header line of at most `max` bytes.
-fn header_safe(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > max {
-        let mut end = max;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
-}
+pub(crate) use crate::pipeline::header_safe;
 
 #[cfg(test)]
 mod tests {
