@@ -275,6 +275,20 @@ impl<S: Sink> Run<'_, S> {
             self.release_probe();
             return Ending::Failed(failure);
         }
+        // Delivered again after it finished here (its webhook job or ack
+        // lost): only the webhook again, no second run or dead letter.
+        let mut running_written = false;
+        let resumed = match tracked {
+            Some(tracked) if redelivers && event.attempt > 1 => {
+                running_written = true;
+                tracked.resume(plugin, self.sink, event, redelivers).await
+            }
+            _ => None,
+        };
+        if let Some(settle) = resumed {
+            self.release_probe();
+            return Ending::Settled(settle);
+        }
         if redelivers && event.attempt > policy.max_attempts {
             self.release_probe();
             // Delivered again after the last attempt: a host died mid-attempt, or
@@ -297,7 +311,9 @@ impl<S: Sink> Run<'_, S> {
         }
         let mut probe = self.probe;
         loop {
-            if let Some(tracked) = tracked {
+            if let Some(tracked) = tracked
+                && !std::mem::take(&mut running_written)
+            {
                 tracked.running(plugin, self.sink, event).await;
             }
             let span = trace.attempt(event.attempt);

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::Sink;
 use super::letters::rfc3339;
+use super::{Settle, Sink};
 use crate::event::{Event, Failure, Message, header};
 use crate::plugin::{Plugin, Stats};
 use crate::tracking::{self, ErrorDoc, Handler, Output, State};
@@ -82,6 +82,58 @@ impl Tracked {
             // webhook was queued with it.
             return true;
         };
+        self.queue_webhook(plugin, sink, event, &doc, state).await
+    }
+
+    /// On a redelivery, before anything runs: when this plugin's entry is
+    /// final already (an earlier delivery finished the event, and its
+    /// webhook job or its ack was lost), queue the webhook again and say how
+    /// to settle, without running the handler or dead-lettering again.
+    /// `None`: go on as usual (the `running` status is written).
+    pub async fn resume<S: Sink>(
+        &self,
+        plugin: &Plugin,
+        sink: &S,
+        event: &Event,
+        redelivers: bool,
+    ) -> Option<Settle> {
+        let stored = self
+            .record(plugin, sink, event, State::Running, Vec::new(), None)
+            .await;
+        let Some(Some((doc, false))) = stored else {
+            return None;
+        };
+        let state = doc.handler(plugin.name()).map(|h| h.status)?;
+        if !state.is_final() {
+            return None;
+        }
+        tracing::info!(
+            plugin = plugin.name(), event = %event.id, status_id = %self.id,
+            status = state.as_str(), "delivered again after it finished: only its webhook again"
+        );
+        if !self.queue_webhook(plugin, sink, event, &doc, state).await
+            && again(plugin, event, redelivers)
+        {
+            return Some(Settle::Unfinished(
+                plugin.manifest.retry.delay_after(event.attempt),
+            ));
+        }
+        Some(match state {
+            State::DeadLettered => Settle::DeadLettered,
+            _ => Settle::Done,
+        })
+    }
+
+    /// Queue the webhook of `plugin`'s final `state`, if the event has a
+    /// callback; whether it is stored (or none is needed).
+    async fn queue_webhook<S: Sink>(
+        &self,
+        plugin: &Plugin,
+        sink: &S,
+        event: &Event,
+        doc: &tracking::StatusDoc,
+        state: State,
+    ) -> bool {
         // The gateway's checked callback, else the plugin's own; never a
         // URL a producer put in a header.
         let url = doc
@@ -99,8 +151,8 @@ impl Tracked {
             }
         };
         // The same id for the same final status: a host that dies after
-        // queueing it and before the ack queues no second one. (Standard
-        // Webhooks ids take no dots.)
+        // queueing it and before the ack queues no second one (within the
+        // stream's duplicate window). (Standard Webhooks ids take no dots.)
         let webhook_id = format!("{}_{}_{}", self.id, plugin.name(), state.as_str());
         let job = crate::webhook::job(plugin.name(), &url, &webhook_id, body);
         let queued = with_tries(|| sink.enqueue_webhook(job.clone())).await;

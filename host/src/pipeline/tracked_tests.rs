@@ -184,5 +184,66 @@ async fn a_final_status_stays_and_its_webhook_is_queued_once() {
     serve_events(plugin(3), sink.clone(), true, vec![tracked("ok", 2)], false).await;
     let docs = sink.statuses.lock().expect("lock");
     assert_eq!((docs[0].status, docs[0].attempts), (State::Succeeded, 1));
+    assert_eq!(
+        sink.published.lock().expect("lock").len(),
+        1,
+        "not run again"
+    );
+    // Queued again (the first job may be what was lost), under the same
+    // Nats-Msg-Id: WEIR_WEBHOOKS keeps one.
+    let hooks = sink.webhooks.lock().expect("lock");
+    let ids: Vec<_> = hooks
+        .iter()
+        .map(|j| crate::event::header(&j.headers, "Nats-Msg-Id"))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+}
+
+/// Finished on its last attempt, its webhook not stored: delivered again, it
+/// is neither run again nor dead-lettered ("delivered past max_attempts");
+/// only its webhook is queued, and it settles as it ended.
+#[tokio::test]
+async fn a_redelivery_after_it_finished_only_queues_the_webhook_again() {
+    let sink = sink_with_doc(Some("http://127.0.0.1:9/hook"));
+    sink.refuse_webhooks.store(true, Ordering::Relaxed);
+    let run = serve_events(plugin(3), sink.clone(), true, vec![tracked("ok", 3)], false).await;
+    assert!(
+        matches!(run.settled[0].1, Settle::Unfinished(_)),
+        "{:?}",
+        run.settled
+    );
+    sink.refuse_webhooks.store(false, Ordering::Relaxed);
+    let run = serve_events(plugin(3), sink.clone(), true, vec![tracked("ok", 4)], false).await;
+    assert_eq!(run.settled, vec![("e".into(), Settle::Done)]);
+    assert_eq!(sink.published.lock().expect("lock").len(), 1, "run once");
+    assert!(
+        sink.letters.lock().expect("lock").is_empty(),
+        "no dead letter"
+    );
+    assert_eq!(sink.webhooks.lock().expect("lock").len(), 1);
+
+    // The same for a dead-lettered event: one letter, not two.
+    let sink = sink_with_doc(Some("http://127.0.0.1:9/hook"));
+    sink.refuse_webhooks.store(true, Ordering::Relaxed);
+    serve_events(
+        plugin(3),
+        sink.clone(),
+        true,
+        vec![tracked("reject", 1)],
+        false,
+    )
+    .await;
+    sink.refuse_webhooks.store(false, Ordering::Relaxed);
+    let run = serve_events(
+        plugin(3),
+        sink.clone(),
+        true,
+        vec![tracked("reject", 2)],
+        false,
+    )
+    .await;
+    assert_eq!(run.settled, vec![("e".into(), Settle::DeadLettered)]);
+    assert_eq!(sink.letters.lock().expect("lock").len(), 1);
     assert_eq!(sink.webhooks.lock().expect("lock").len(), 1);
 }
