@@ -34,18 +34,6 @@ const LATENCY_EVENTS: usize = 400;
 const LATENCY_RATE_PER_S: u64 = 200;
 const SECRET_ENV: &str = "WEIR_BENCH_WEBHOOK_SECRET";
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
-
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -233,8 +221,8 @@ async fn direct_latency(client: &async_nats::Client) -> (f64, f64) {
 }
 
 fn main() {
-    let runs = env("WEIR_BENCH_RUNS", 3);
-    let n = env("WEIR_BENCH_EVENTS", 5000);
+    let runs: usize = common::env("WEIR_BENCH_RUNS", 3);
+    let n: usize = common::env("WEIR_BENCH_EVENTS", 5000);
     // SAFETY: set before the runtime and any other thread start.
     unsafe {
         std::env::set_var(SECRET_ENV, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
@@ -283,7 +271,7 @@ fn main() {
             d99.push(b);
         }
         let row = |name: &str, unit: &str, xs: Vec<f64>| {
-            let (m, lo, hi) = median(xs);
+            let (m, lo, hi) = common::spread(&xs);
             println!("{name:<44} {m:>10.2} {unit}  (min {lo:.2}, max {hi:.2}, {runs} runs)");
         };
         row("accept_events_per_s.gateway_post_202", "/s", post);

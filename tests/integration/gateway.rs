@@ -102,8 +102,9 @@ fn base(host: &Host) -> String {
     format!("http://{}", host.http_addr().expect("the gateway listens"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_is_accepted_polled_and_succeeds_with_its_outputs() {
+/// A server, and a host with the gateway running the relay on it: the
+/// server, the bundle's folder, the host and the gateway's base URL.
+async fn relay_gateway() -> (NatsServer, tempfile::TempDir, Host, String) {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let relay = relay_setup(&server, dir.path()).await;
@@ -111,6 +112,12 @@ async fn a_post_is_accepted_polled_and_succeeds_with_its_outputs() {
         .await
         .expect("host starts");
     let base = base(&host);
+    (server, dir, host, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_accepted_polled_and_succeeds_with_its_outputs() {
+    let (server, _dir, host, base) = relay_gateway().await;
 
     let (status, location, body) = post(
         &base,
@@ -182,13 +189,7 @@ async fn a_rejected_event_ends_dead_lettered_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_idempotency_key_twice_is_one_event() {
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let relay = relay_setup(&server, dir.path()).await;
-    let host = Host::start(&gateway_host(&server, &[relay]))
-        .await
-        .expect("host starts");
-    let base = base(&host);
+    let (server, _dir, host, base) = relay_gateway().await;
     let key = [("idempotency-key", "order-77")];
     let (s1, _, first) = post(&base, "in.77", b"x", &key).await;
     let (s2, _, second) = post(&base, "in.77", b"x", &key).await;
@@ -313,13 +314,7 @@ async fn bad_requests_get_a_json_error_naming_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_gone_is_503_with_retry_after() {
-    let mut server = NatsServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let relay = relay_setup(&server, dir.path()).await;
-    let host = Host::start(&gateway_host(&server, &[relay]))
-        .await
-        .expect("host starts");
-    let base = base(&host);
+    let (mut server, _dir, host, base) = relay_gateway().await;
     let (status, _, _) = post(&base, "in.before", b"x", &[]).await;
     assert_eq!(status, 202);
     server.kill();

@@ -235,7 +235,7 @@ impl<'a> UrlPattern<'a> {
 
 /// `*` matches any run of characters (none included); every other character
 /// matches itself.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
+fn glob_matches(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     let [first, middle @ .., last] = parts.as_slice() else {
         return pattern == text;

@@ -20,7 +20,7 @@ mod telemetry;
 pub use circuit::CircuitConfig;
 pub use deploy::DeployConfig;
 pub use host::*;
-pub use http::{HttpConfig, glob_matches};
+pub use http::HttpConfig;
 pub use manifest::*;
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
 pub use telemetry::TelemetryConfig;

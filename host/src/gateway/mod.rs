@@ -138,15 +138,17 @@ pub fn webhook_settings(
 }
 
 /// The prefixes the gateway refuses: `$` (every server API: `$SYS`, `$JS`,
-/// `$KV`, `$O`, `$SRV`), inboxes, and weir's dead letters, webhooks and
-/// status requests.
+/// `$KV`, `$O`, `$SRV`), inboxes, weir's status requests, and the dead
+/// letters and webhook jobs (`<dead_letter.subject_prefix>.`,
+/// `weir.webhooks.`).
 fn reserved_prefixes(dead_letter_prefix: &str) -> Vec<String> {
-    let mut reserved: Vec<String> = ["$", "_INBOX.", "weir.dlq.", "weir.webhooks.", "weir.status"]
-        .map(String::from)
-        .to_vec();
-    reserved.push(format!("{dead_letter_prefix}."));
-    reserved.push(format!("{}.", crate::webhook::SUBJECT_PREFIX));
-    reserved
+    vec![
+        "$".into(),
+        "_INBOX.".into(),
+        crate::status::SUBJECT.into(),
+        format!("{dead_letter_prefix}."),
+        format!("{}.", crate::webhook::SUBJECT_PREFIX),
+    ]
 }
 
 /// A request refused: answered with its status and a JSON body
