@@ -16,7 +16,9 @@ pub use crate::stats::Stats;
 /// A plugin ready to run events.
 pub struct Plugin {
     pub manifest: Manifest,
-    pub executor: Executor,
+    pub executor: Arc<Executor>,
+    /// Gathers the attempts of subscriptions with `batch` into calls.
+    pub batches: crate::pipeline::Batches,
     /// `weir.dlq.<name>`.
     pub dead_letter_subject: String,
     /// Shared with the plugin's readers, which count what they receive and shed.
@@ -127,11 +129,15 @@ impl Plugin {
         auth: Option<Arc<crate::auth::TokenVerifier>>,
     ) -> Self {
         let manifest_circuit = Arc::new(Circuit::new(manifest.circuit.clone()));
+        let executor = Arc::new(executor);
+        let stats = Arc::<Stats>::default();
+        let batches = crate::pipeline::Batches::new(&manifest, executor.clone(), stats.clone());
         Self {
             dead_letter_subject: format!("{}.{}", host.dead_letter.subject_prefix, manifest.name),
             manifest,
             executor,
-            stats: Arc::default(),
+            batches,
+            stats,
             auth,
             circuit: manifest_circuit,
             warned_jetstream_reply: AtomicBool::new(false),

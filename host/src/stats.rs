@@ -71,6 +71,13 @@ pub struct Stats {
     /// Attempts that found no free instance slot in the sandbox's pool
     /// (`sandbox.max_instances` reached): failed as a trap and retried.
     pub pool_exhausted: AtomicU64,
+    /// Calls of `handle-batch` (or of a batch's `handle`s in one instance),
+    /// and the events they carried.
+    pub batches: AtomicU64,
+    pub batched_events: AtomicU64,
+    /// Batches that failed as a whole and were split in halves to find the
+    /// event that fails them.
+    pub batch_splits: AtomicU64,
     /// How long each handler attempt took, instantiation included.
     pub attempt_seconds: Seconds,
     /// How long publishing an event's outputs took until the server had them

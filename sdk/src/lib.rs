@@ -12,6 +12,8 @@
 //! - Host calls: [`publish`], [`config`], [`log`] and the [`trace!`], [`debug!`],
 //!   [`info!`], [`warn!`], [`error!`] macros.
 //! - [`handler!`]: exports your function as the component's `handle`.
+//! - [`batch_handler!`]: exports a function over many events as
+//!   `handle-batch` (see "Batches" below).
 //!
 //! Effects are transactional: messages returned by the handler *and* messages
 //! given to [`publish`] leave the host only if the handler returns `Ok`.
@@ -86,6 +88,41 @@
 //! Build it with `cargo build --release --target wasm32-wasip2`: the resulting
 //! `.wasm` is a component that the weir host loads.
 //!
+//! # Batches
+//!
+//! A subscription with `batch = { max_events = 100 }` in plugin.toml hands the
+//! plugin up to 100 events in one call, in one instance. Write a function from
+//! the events to one [`Result`] per event, in the same order, and export it
+//! with [`batch_handler!`]; each event is then settled on its own (its `Ok`
+//! messages published and the event acknowledged, its `retry` retried alone,
+//! its `reject` dead-lettered alone):
+//!
+//! ```
+//! use weir_sdk::{Event, Failure, Message};
+//!
+//! fn handle_all(events: Vec<Event>) -> Vec<weir_sdk::Result> {
+//!     events
+//!         .into_iter()
+//!         .map(|event| match event.text()? {
+//!             "" => Err(Failure::reject("empty payload")),
+//!             _ => Ok(vec![event.into_message("seen")]),
+//!         })
+//!         .collect()
+//! }
+//!
+//! weir_sdk::batch_handler!(handle_all);
+//! # fn main() {
+//! #     let out = weir_sdk::testing::run_batch(handle_all, vec![Event::new("a", "x"), Event::new("a", "")]);
+//! #     assert_eq!(out[0], Ok(vec![Message::new("seen", "x")]));
+//! #     assert!(out[1].as_ref().is_err_and(|f| f.is_reject()));
+//! # }
+//! ```
+//!
+//! Inside a batch [`publish`] is refused (it returns an error): a message
+//! belongs to the event whose result carries it. The same plugin also handles
+//! events that come alone (subscriptions without `batch`): they arrive as a
+//! batch of one.
+//!
 //! # Testing natively
 //!
 //! Off `wasm32`, the host calls are served in-process by the [`testing`] module
@@ -117,6 +154,25 @@ pub mod bindings {
         // only: make it `#[macro_export]` and resolve the bindings through this crate.
         pub_export_macro: true,
         default_bindings_module: "::weir_sdk::bindings",
+    });
+}
+
+/// The bindings of world `weir:plugin/handler-and-batch`, over the types of
+/// [`bindings`]. Not part of the public API: use [`batch_handler!`]. Which
+/// world a plugin is built for is decided by the export macro it invokes.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod batch_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "handler-and-batch",
+        pub_export_macro: true,
+        export_macro_name: "export_batch",
+        default_bindings_module: "::weir_sdk::batch_bindings",
+        with: {
+            "weir:plugin/types@0.1.0": crate::bindings::weir::plugin::types,
+            "weir:plugin/host@0.1.0": crate::bindings::weir::plugin::host,
+        },
     });
 }
 
@@ -556,8 +612,13 @@ mod host {
     use super::{Level, Message, testing::STATE};
 
     pub(crate) fn publish(msg: Message) -> Result<(), String> {
-        STATE.with_borrow_mut(|s| s.published.push(msg));
-        Ok(())
+        STATE.with_borrow_mut(|s| {
+            if s.in_batch {
+                return Err(super::testing::PUBLISH_IN_BATCH.to_owned());
+            }
+            s.published.push(msg);
+            Ok(())
+        })
     }
 
     pub(crate) fn config(key: &str) -> Option<String> {
@@ -608,6 +669,30 @@ pub mod testing {
         pub(crate) config: HashMap<String, String>,
         pub(crate) published: Vec<Message>,
         pub(crate) logs: Vec<(Level, String)>,
+        pub(crate) in_batch: bool,
+    }
+
+    /// What [`publish`](crate::publish) answers inside a batch, as the host does.
+    pub const PUBLISH_IN_BATCH: &str = "host.publish is not available inside handle-batch: return each event's messages in its result";
+
+    /// Runs a batch handler over `events` as the host would: [`publish`](crate::publish)
+    /// is refused meanwhile, and a result list of another length than the
+    /// events' panics, naming both (the host would split the batch).
+    pub fn run_batch(
+        handler: impl FnOnce(Vec<crate::Event>) -> Vec<crate::Result>,
+        events: Vec<crate::Event>,
+    ) -> Vec<crate::Result> {
+        let count = events.len();
+        STATE.with_borrow_mut(|s| s.in_batch = true);
+        let results = handler(events);
+        STATE.with_borrow_mut(|s| s.in_batch = false);
+        assert_eq!(
+            results.len(),
+            count,
+            "the batch handler returned {} results for {count} events",
+            results.len()
+        );
+        results
     }
 
     thread_local! {
@@ -702,7 +787,47 @@ macro_rules! handler {
     };
 }
 
-/// Support for [`handler!`]; not public API.
+/// Exports a function over many events as the plugin's `handle-batch`:
+/// `weir_sdk::batch_handler!(my_fn);`
+///
+/// The function (or closure) takes a `Vec<`[`Event`]`>` and returns one
+/// [`weir_sdk::Result`](crate::Result) per event, in the same order. The
+/// plugin's `handle` (for events that come alone) calls it with one event.
+/// Invoke it once per plugin crate, instead of [`handler!`].
+///
+/// ```
+/// fn handle_all(events: Vec<weir_sdk::Event>) -> Vec<weir_sdk::Result> {
+///     events.into_iter().map(|e| Ok(vec![e.into_message("out")])).collect()
+/// }
+/// weir_sdk::batch_handler!(handle_all);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! batch_handler {
+    ($handler:expr $(,)?) => {
+        const _: () = {
+            struct __WeirBatchHandler;
+
+            impl $crate::batch_bindings::Guest for __WeirBatchHandler {
+                #[inline]
+                fn handle(event: $crate::bindings::Event) -> $crate::__private::RawResult {
+                    $crate::__private::dispatch_one(event, $handler)
+                }
+
+                #[inline]
+                fn handle_batch(
+                    events: ::std::vec::Vec<$crate::bindings::Event>,
+                ) -> ::std::vec::Vec<$crate::__private::RawResult> {
+                    $crate::__private::dispatch_batch(events, $handler)
+                }
+            }
+
+    $crate::batch_bindings::export_batch!(__WeirBatchHandler with_types_in $crate::batch_bindings);
+        };
+    };
+}
+
+/// Support for [`handler!`] and [`batch_handler!`]; not public API.
 #[doc(hidden)]
 pub mod __private {
     use super::{Event, Message, Result, bindings};
@@ -729,9 +854,41 @@ pub mod __private {
     #[inline]
     pub fn dispatch(event: bindings::Event, handler: impl FnOnce(Event) -> Result) -> RawResult {
         install_panic_hook();
-        match handler(Event::from_raw(event)) {
+        into_raw(handler(Event::from_raw(event)))
+    }
+
+    #[inline]
+    fn into_raw(result: Result) -> RawResult {
+        match result {
             Ok(messages) => Ok(messages.into_iter().map(Message::into_raw).collect()),
             Err(failure) => Err(failure.into_raw()),
+        }
+    }
+
+    /// A batch handler's results, moved back one by one.
+    #[inline]
+    pub fn dispatch_batch(
+        events: Vec<bindings::Event>,
+        handler: impl FnOnce(Vec<Event>) -> Vec<Result>,
+    ) -> Vec<RawResult> {
+        install_panic_hook();
+        let events = events.into_iter().map(Event::from_raw).collect();
+        handler(events).into_iter().map(into_raw).collect()
+    }
+
+    /// One event through a batch handler (a batch of one).
+    #[inline]
+    pub fn dispatch_one(
+        event: bindings::Event,
+        handler: impl FnOnce(Vec<Event>) -> Vec<Result>,
+    ) -> RawResult {
+        let mut results = dispatch_batch(vec![event], handler);
+        match (results.pop(), results.is_empty()) {
+            (Some(result), true) => result,
+            (_, _) => Err(crate::Failure::reject(
+                "the batch handler did not return one result for one event",
+            )
+            .into_raw()),
         }
     }
 }

@@ -67,6 +67,32 @@ pub struct Subscription {
     /// `weir-<plugin>-<hash of the subject>`, shared by every host.
     #[serde(default)]
     pub durable: Option<String>,
+    /// Events handed to the plugin's `handle-batch` together; off when absent.
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
+}
+
+/// `batch = { max_events = 100, max_wait_ms = 20 }` on a `[[subscribe]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// The most events in one call.
+    pub max_events: u32,
+    /// How long the first event of a batch waits for more before the batch
+    /// runs with what it has.
+    #[serde(default = "BatchSpec::default_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl BatchSpec {
+    /// The most events one batch may hold.
+    pub const MAX_EVENTS: u32 = 10_000;
+    /// The longest an event may wait for a batch to fill.
+    pub const MAX_WAIT_MS: u64 = 60_000;
+
+    fn default_wait_ms() -> u64 {
+        20
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -88,7 +114,8 @@ pub struct Limits {
     pub max_events_per_instance: u32,
     pub timeout_ms: u64,
     pub memory_mb: u32,
-    /// Events of this plugin handled at once on this host.
+    /// Calls of this plugin running at once on this host: events, or batches
+    /// for a subscription with `batch`.
     pub max_in_flight: u32,
     /// Events received but not yet started, per plugin; past it, core events are shed.
     pub queue: u32,
@@ -96,6 +123,25 @@ pub struct Limits {
     pub max_outputs: u32,
     /// Bytes (subject + payload + headers) one event may publish in all.
     pub max_output_bytes: u64,
+}
+
+impl Manifest {
+    /// The largest `batch.max_events` of its subscriptions; 1 without batches.
+    pub fn largest_batch(&self) -> u32 {
+        self.subscribe
+            .iter()
+            .filter_map(|s| s.batch.map(|b| b.max_events))
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Events of this plugin one host takes at once: `max_in_flight` calls,
+    /// each of up to [`largest_batch`](Self::largest_batch) events.
+    pub fn events_in_flight(&self) -> u32 {
+        self.limits
+            .max_in_flight
+            .saturating_mul(self.largest_batch())
+    }
 }
 
 impl Default for Limits {
@@ -234,6 +280,20 @@ impl Manifest {
                 && (q.is_empty() || q.contains(char::is_whitespace))
             {
                 return err(field("queue"), format!("{q:?} is not a queue group name"));
+            }
+            if let Some(batch) = &sub.batch {
+                if !(1..=BatchSpec::MAX_EVENTS).contains(&batch.max_events) {
+                    return err(
+                        field("batch.max_events"),
+                        format!("must be 1 to {}", BatchSpec::MAX_EVENTS),
+                    );
+                }
+                if batch.max_wait_ms > BatchSpec::MAX_WAIT_MS {
+                    return err(
+                        field("batch.max_wait_ms"),
+                        format!("must be at most {}", BatchSpec::MAX_WAIT_MS),
+                    );
+                }
             }
         }
         let l = &self.limits;

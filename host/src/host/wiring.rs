@@ -50,7 +50,7 @@ pub(super) async fn subscribe_plugin(
         .iter()
         .any(|s| s.mode == DeliveryMode::Jetstream);
     let capacity = if has_jetstream {
-        manifest.limits.max_in_flight as usize
+        manifest.events_in_flight() as usize
     } else {
         manifest.limits.queue as usize
     };

@@ -87,6 +87,30 @@ pub struct Attempt {
 pub async fn attempt(plugin: &Plugin, event: &Event) -> Attempt {
     let started = std::time::Instant::now();
     let run = plugin.executor.run(event).await;
+    attempted(plugin, event, started, run)
+}
+
+/// [`attempt`] as the pipeline runs it: in a batch when the event's
+/// subscription has `batch`. `None`: not started, because the host stopped
+/// while it waited for its batch (and `redelivers`: the transport delivers it
+/// again).
+pub async fn attempt_in_pipeline(
+    plugin: &Plugin,
+    event: &Event,
+    redelivers: bool,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<Attempt> {
+    let started = std::time::Instant::now();
+    let run = plugin.batches.attempt(event, redelivers, stop).await?;
+    Some(attempted(plugin, event, started, run))
+}
+
+fn attempted(
+    plugin: &Plugin,
+    event: &Event,
+    started: std::time::Instant,
+    run: crate::sandbox::RunOutput,
+) -> Attempt {
     plugin.stats.attempt_seconds.observe(started.elapsed());
     if run.no_slot {
         Stats::bump(&plugin.stats.pool_exhausted);

@@ -17,6 +17,7 @@ use std::future::Future;
 
 use crate::event::Message;
 
+mod batch;
 pub mod circuit;
 mod decide;
 mod held;
@@ -29,8 +30,9 @@ pub mod trace;
 mod tracked;
 mod unstored;
 
+pub use batch::{Batches, run_together};
 pub use circuit::Circuit;
-pub use decide::{Attempt, Outcome, admit, attempt, decide, stamp_outputs};
+pub use decide::{Attempt, Outcome, admit, attempt, attempt_in_pipeline, decide, stamp_outputs};
 pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, header_safe, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve, serve_versions};
 pub use trace::{EventTrace, Finish, PluginTracing};

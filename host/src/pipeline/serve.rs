@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Sink;
 use super::circuit::Verdict;
-use super::decide::{Attempt, Outcome, admit, attempt, stamp_outputs};
+use super::decide::{Attempt, Outcome, admit, attempt_in_pipeline, stamp_outputs};
 use super::held::{Held, log_change};
 use super::letters::dead_letter;
 use super::trace::{EventTrace, Finish};
@@ -92,7 +92,8 @@ pub async fn serve_versions<D: Delivery, S: Sink>(
     events: TaskTracker,
     stop: CancellationToken,
 ) {
-    let max_in_flight = versions.borrow().manifest.limits.max_in_flight;
+    // With batches, a slot is an event: `max_in_flight` batches of events.
+    let max_in_flight = versions.borrow().manifest.events_in_flight();
     let slots = Arc::new(Semaphore::new(max_in_flight as usize));
     let unstored = Arc::new(Unstored::default());
     let mut held = Held::new(versions.clone());
@@ -317,7 +318,14 @@ impl<S: Sink> Run<'_, S> {
                 tracked.running(plugin, self.sink, event).await;
             }
             let span = trace.attempt(event.attempt);
-            let Attempt { outcome, logs } = attempt(plugin, event).await;
+            let Some(Attempt { outcome, logs }) =
+                attempt_in_pipeline(plugin, event, redelivers, stop).await
+            else {
+                // Waited for its batch while the host stopped: not started.
+                self.release_probe();
+                Stats::bump(&plugin.stats.handed_back);
+                return Ending::Settled(Settle::HandBack);
+            };
             let held = self.held_by_circuit(&outcome, std::mem::take(&mut probe), redelivers);
             trace.attempt_ended(span, &outcome, &logs, held);
             if held {

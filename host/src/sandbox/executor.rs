@@ -1,18 +1,24 @@
-//! Running one event in a plugin: a fresh instance per event, or a warm one
-//! taken from the plugin's pool (`isolation = "reuse"`), under a deadline
-//! (epoch interruption plus a tokio timeout) and a memory limit.
+//! Running one event (or one batch: [`batch`]) in a plugin: a fresh instance
+//! per call, or a warm one taken from the plugin's pool (`isolation =
+//! "reuse"`), under a deadline (epoch interruption plus a tokio timeout) and a
+//! memory limit.
+
+mod batch;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::bindings::{Handler, HandlerPre, WitEvent, WitFailure, WitPrincipal};
+use super::bindings::batch::{BatchHandler, BatchHandlerIndices};
+use super::bindings::{Handler, HandlerIndices, WitEvent, WitFailure, WitPrincipal};
 use super::state::{CallState, PluginShared, State};
 use super::{LONG_AFTER_TICKS, Prepared, Runtime, TickerUser};
 use crate::config::{Isolation, Limits};
 use crate::event::{Event, Failure, FailureKind, LogLine, Message};
 use crate::policy::OutputPolicy;
+
+pub use batch::{BatchResult, BatchRun};
 
 /// What one attempt produced.
 #[derive(Debug)]
@@ -54,7 +60,9 @@ struct WasmExecutor {
     _ticker: TickerUser,
     /// See `Runtime::long_runners`.
     long_runners: Arc<tokio::sync::Semaphore>,
-    pre: HandlerPre<State>,
+    pre: wasmtime::component::InstancePre<State>,
+    handle: Option<Arc<HandlerIndices>>,
+    batch: Option<Arc<BatchHandlerIndices>>,
     shared: Arc<PluginShared>,
     isolation: Isolation,
     max_events_per_instance: u32,
@@ -70,7 +78,10 @@ struct WasmExecutor {
 
 struct Warm {
     store: Store<State>,
-    handler: Handler,
+    /// The component's `handle`, when it exports one.
+    handle: Option<Handler>,
+    /// The component's `handle-batch`, when it exports one.
+    batch: Option<BatchHandler>,
     served: u32,
 }
 
@@ -163,6 +174,8 @@ impl WasmExecutor {
             _ticker: runtime.ticker_user(),
             long_runners: runtime.long_runners(),
             pre: prepared.pre,
+            handle: prepared.handle,
+            batch: prepared.batch,
             shared: Arc::new(shared),
             isolation: limits.isolation,
             max_events_per_instance: limits.max_events_per_instance,
@@ -190,6 +203,10 @@ impl WasmExecutor {
             }
         };
 
+        let Some(handle) = &warm.handle else {
+            // A component that exports only `handle-batch`: a batch of one.
+            return self.run_alone_in_batch(warm, event).await;
+        };
         warm.store
             .data_mut()
             .call
@@ -198,14 +215,12 @@ impl WasmExecutor {
         let input = to_wit(event);
         let called = tokio::time::timeout(
             self.hard_timeout,
-            warm.handler.call_handle(&mut warm.store, &input),
+            handle.call_handle(&mut warm.store, &input),
         )
         .await;
 
         let state = warm.store.data_mut();
-        if let Ok(mut held) = state.turn.lock() {
-            held.take();
-        }
+        release_turn(state);
         // Whether the instance may serve another event: only if the guest
         // returned normally (its state is whatever it left, by its own choice).
         let (result, healthy) = match called {
@@ -214,21 +229,29 @@ impl WasmExecutor {
             Ok(Ok(returned)) => (self.finish(state, returned), true),
         };
         let logs = std::mem::take(&mut state.call.logs);
-        let memory_peak = state.limiter.peak;
-        state.limiter.hit = false;
-        warm.served += 1;
-        if healthy
-            && self.isolation == Isolation::Reuse
-            && warm.served < self.max_events_per_instance
-        {
-            self.put_warm(warm);
-        }
+        let memory_peak = self.done_with(warm, healthy, 1);
         RunOutput {
             result,
             logs,
             no_slot: false,
             memory_peak,
         }
+    }
+
+    /// After a call of `events` events: keep the instance warm if it may
+    /// serve more; its memory peak.
+    fn done_with(&self, mut warm: Warm, healthy: bool, events: u32) -> usize {
+        let state = warm.store.data_mut();
+        let memory_peak = state.limiter.peak;
+        state.limiter.hit = false;
+        warm.served = warm.served.saturating_add(events);
+        if healthy
+            && self.isolation == Isolation::Reuse
+            && warm.served < self.max_events_per_instance
+        {
+            self.put_warm(warm);
+        }
+        memory_peak
     }
 
     fn finish(
@@ -334,10 +357,22 @@ impl WasmExecutor {
         self.arm_deadline(&mut store);
         let instantiated =
             tokio::time::timeout(self.hard_timeout, self.pre.instantiate_async(&mut store)).await;
-        match instantiated {
-            Ok(Ok(handler)) => Ok(Warm {
+        let loaded = instantiated.map(|made| {
+            made.and_then(|instance| {
+                let handle = (self.handle.as_ref())
+                    .map(|at| at.load(&mut store, &instance))
+                    .transpose()?;
+                let batch = (self.batch.as_ref())
+                    .map(|at| at.load(&mut store, &instance))
+                    .transpose()?;
+                Ok((handle, batch))
+            })
+        });
+        match loaded {
+            Ok(Ok((handle, batch))) => Ok(Warm {
                 store,
-                handler,
+                handle,
+                batch,
                 served: 0,
             }),
             Ok(Err(error)) => {
@@ -376,6 +411,13 @@ impl WasmExecutor {
         if let Ok(mut pool) = self.warm.lock() {
             pool.push(warm);
         }
+    }
+}
+
+/// A long-running call gives back its turn once it returns.
+fn release_turn(state: &mut State) {
+    if let Ok(mut held) = state.turn.lock() {
+        held.take();
     }
 }
 

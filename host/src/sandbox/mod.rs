@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use executor::{Executor, NativeHandler, RunOutput};
+pub use executor::{BatchResult, BatchRun, Executor, NativeHandler, RunOutput};
 pub use state::{PluginShared, State};
 
 use crate::config::SandboxConfig;
@@ -28,7 +28,7 @@ pub enum LoadError {
     #[error("cannot compile the component: {0:#}")]
     Compile(anyhow::Error),
     #[error(
-        "the component does not fit the weir:plugin/handler world (wit/ in the weir repository): {0:#}"
+        "the component does not fit the weir:plugin/handler or batch-handler world (wit/ in the weir repository): {0:#}"
     )]
     World(anyhow::Error),
     /// Refused before compiling: a missing or bad grant, an unknown issuer, ...
@@ -148,8 +148,27 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::World(e.into()))?;
-        let pre = bindings::HandlerPre::new(pre).map_err(|e| LoadError::World(e.into()))?;
-        Ok(Prepared { pre })
+        let exports = |name: &str| component.get_export_index(None, name).is_some();
+        // An export that is there must have the world's type; one of the two
+        // must be there.
+        let handle = exports("handle")
+            .then(|| bindings::HandlerIndices::new(&pre))
+            .transpose()
+            .map_err(|e| LoadError::World(e.into()))?;
+        let batch = exports("handle-batch")
+            .then(|| bindings::batch::BatchHandlerIndices::new(&pre))
+            .transpose()
+            .map_err(|e| LoadError::World(e.into()))?;
+        if handle.is_none() && batch.is_none() {
+            return Err(LoadError::World(anyhow::anyhow!(
+                "it exports neither `handle` nor `handle-batch`"
+            )));
+        }
+        Ok(Prepared {
+            pre,
+            handle: handle.map(Arc::new),
+            batch: batch.map(Arc::new),
+        })
     }
 
     pub fn epoch_tick(&self) -> Duration {
@@ -169,7 +188,19 @@ impl Runtime {
 /// clone shares the compiled code.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::HandlerPre<State>,
+    pre: wasmtime::component::InstancePre<State>,
+    /// Where `handle` is, when the component exports it.
+    handle: Option<Arc<bindings::HandlerIndices>>,
+    /// Where `handle-batch` is, when the component exports it.
+    batch: Option<Arc<bindings::batch::BatchHandlerIndices>>,
+}
+
+impl Prepared {
+    /// Whether the component exports `handle-batch` (else the host calls
+    /// `handle` once per event of a batch).
+    pub fn exports_batch(&self) -> bool {
+        self.batch.is_some()
+    }
 }
 
 /// Epoch interruption needs a clock: one thread bumps the engine's epoch every

@@ -122,6 +122,8 @@ pub(super) struct CallState {
     /// The newest `error` line: a trap message is more useful with it (the
     /// SDK logs a panic's message at error level before the guest aborts).
     pub(super) last_error: Option<String>,
+    /// In a `handle-batch` call: `host.publish` is refused.
+    pub(super) in_batch: bool,
 }
 
 impl CallState {
@@ -135,6 +137,27 @@ impl CallState {
         self.logs.clear();
         self.logged = 0;
         self.last_error = None;
+        self.in_batch = false;
+    }
+
+    /// Start a `handle-batch` call of `events`: logs name the first event
+    /// and the batch's size.
+    pub(super) fn begin_batch(&mut self, first: &str, events: usize) {
+        self.begin(first, None);
+        if events > 1 {
+            use std::fmt::Write as _;
+            let _ = write!(self.event_id, " (+{} in batch)", events - 1);
+        }
+        self.in_batch = true;
+    }
+
+    /// Between the results of a batch: check the next event's messages as
+    /// if it had come alone, keeping the call's logs.
+    pub(super) fn next_in_batch(&mut self, reply_to: Option<&str>) {
+        self.reply_to = reply_to.map(str::to_owned);
+        self.outputs.clear();
+        self.output_bytes = 0;
+        self.refused = None;
     }
 
     pub(super) fn push_output(

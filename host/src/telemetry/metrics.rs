@@ -119,6 +119,21 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         |s| &s.pool_exhausted,
     ),
     (
+        "weir_batches",
+        "Calls that carried a batch of events (subscriptions with batch).",
+        |s| &s.batches,
+    ),
+    (
+        "weir_batched_events",
+        "Events handed to the plugin in batches.",
+        |s| &s.batched_events,
+    ),
+    (
+        "weir_batch_splits",
+        "Batches that failed as a whole and were split in halves.",
+        |s| &s.batch_splits,
+    ),
+    (
         "weir_outputs_unconfirmed",
         "Events whose outputs could not be published or confirmed.",
         |s| &s.outputs_unconfirmed,

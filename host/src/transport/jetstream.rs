@@ -85,7 +85,7 @@ impl ConsumerSpec {
             // event silently when its dead letter could not be stored.
             max_deliver: -1,
             // Room for several hosts to work at full speed on one durable.
-            max_ack_pending: i64::from(limits.max_in_flight) * 4,
+            max_ack_pending: i64::from(manifest.events_in_flight()) * 4,
             filter_subject: sub.subject.clone(),
             ..Default::default()
         };
@@ -281,7 +281,8 @@ fn to_inbound(
 /// How the reader pulls.
 #[derive(Debug, Clone, Copy)]
 pub struct PullSettings {
-    /// Messages per pull request: the plugin's max_in_flight.
+    /// Messages per pull request: the events the plugin takes at once
+    /// (`max_in_flight`, times the largest `batch.max_events`).
     pub batch: usize,
     /// How long a pull request waits on the server. Short, because a stopping
     /// host waits for its outstanding pulls to be answered (see [`read`]).
@@ -297,7 +298,7 @@ impl PullSettings {
     pub fn new(manifest: &Manifest, grace: Duration) -> Self {
         let expires = (grace / 2).clamp(Duration::from_secs(1), Duration::from_secs(5));
         Self {
-            batch: manifest.limits.max_in_flight as usize,
+            batch: manifest.events_in_flight() as usize,
             expires,
             heartbeat: expires * 2 / 5,
             progress_every: ack_wait(manifest.limits.timeout_ms) / 3,
