@@ -9,6 +9,8 @@ mod support;
 mod auth;
 /// A host given an event whose header block does not parse: `bad-input`.
 mod bad_input;
+/// Batches: handle-batch, each event settled on its own, bisection.
+mod batches;
 /// The `weir` binary: `weir test`, `weir up` and its graceful shutdown.
 mod binary;
 /// Bundle archives: pack, inspect, and archives wherever folders go (issue 13).

@@ -1,0 +1,352 @@
+//! Batches (issue 17): events of a subscription with `batch` reach the
+//! plugin many to a call, and each is settled on its own: its outputs and ack
+//! on `ok`, its own retry, its own dead letter. A call that fails as a whole
+//! is split until the event that fails it runs alone. Fates are counted by
+//! weir itself (calls, events handed to the plugin, settlements) and by raw
+//! publishes seen on a core subscriber, not by a stream's dedupe.
+//!
+//! The plugins: `plugins/batch` (Rust) and `plugins/batch-python`, whose
+//! every event's outcome is its payload's `<kind>:<n>`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use async_nats::jetstream;
+use weir_host::host::Host;
+use weir_host::plugin::Stats;
+
+use crate::support::*;
+
+fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Wait until the plugin has settled `n` events (succeeded or dead-lettered).
+async fn wait_settled(stats: &Stats, n: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
+    loop {
+        let settled = get(&stats.succeeded) + get(&stats.dead_lettered);
+        assert!(settled <= n, "{settled} events settled, more than {n}");
+        if settled == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{settled} of {n} events settled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Publish `payloads` on `<prefix>.<i>`, pipelined, each stored.
+async fn publish_all(client: &async_nats::Client, prefix: &str, payloads: &[String]) {
+    let js = jetstream::new(client.clone());
+    // In rounds: async-nats keeps at most 5,000 acks pending.
+    for (round, chunk) in payloads.chunks(1_000).enumerate() {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (j, payload) in chunk.iter().enumerate() {
+            let i = round * 1_000 + j;
+            let ack = js
+                .publish(format!("{prefix}.{i}"), payload.clone().into())
+                .await
+                .expect("publish");
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
+    }
+}
+
+/// A copy of bundle `name` with its plugin.toml edited by `edit`.
+fn batch_bundle(name: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    bundle_copy(name, dir, edit)
+}
+
+/// Every event's outputs by payload, from the messages on `batched.ok`.
+fn by_payload(outputs: &[async_nats::Message]) -> HashMap<String, Vec<String>> {
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for msg in outputs {
+        let payload = String::from_utf8(msg.payload.to_vec()).expect("utf-8 payload");
+        let attempt = header(msg, "Batch-Attempt").unwrap_or_default();
+        seen.entry(payload).or_default().push(attempt);
+    }
+    seen
+}
+
+/// 10,000 JetStream events through a batch plugin: 1 in 10 rejects, 1 in 10
+/// asks for a retry on its first attempt, the rest succeed. Every event's fate
+/// is exact: 9,000 outputs (each once, the retried ones from their second
+/// attempt), 1,000 dead letters of kind `reject`, the plugin handed 11,000
+/// events in all (the retried ones twice) in far fewer calls, no call
+/// split, nothing settled twice, the consumer idle.
+async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
+    const N: usize = 10_000;
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, stream, &[&format!("{prefix}.>")]).await;
+    let mut outputs = client.subscribe("batched.ok").await.expect("subscribe");
+    let mut letters = client.subscribe("weir.dlq.>").await.expect("subscribe");
+    let mut raw = RawCount::start(&client, "batched.ok").await;
+
+    let payloads: Vec<String> = (0..N)
+        .map(|i| match i % 10 {
+            0 => format!("reject:{i}"),
+            1 => format!("retry:{i}"),
+            _ => format!("ok:{i}"),
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = batch_bundle(plugin, dir.path(), |m| m);
+    let host = Host::start(&host_config(&server, &[bundle]))
+        .await
+        .expect("host starts");
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    let stats = host.plugins()[0].stats.clone();
+    publish_all(&client, prefix, &payloads).await;
+
+    wait_settled(&stats, N as u64).await;
+    let outputs = collect(&mut outputs, N - N / 10).await;
+    let letters = collect(&mut letters, N / 10).await;
+    wait_consumer_idle(&client, stream).await;
+    host.stop().await;
+
+    assert_eq!(raw.count().await, (N - N / 10) as u64, "raw publishes");
+    let seen = by_payload(&outputs);
+    for payload in &payloads {
+        let attempts = seen.get(payload).map(Vec::as_slice).unwrap_or_default();
+        match payload.split(':').next() {
+            Some("reject") => assert!(attempts.is_empty(), "{payload}: {attempts:?}"),
+            Some("retry") => assert_eq!(attempts, ["2"], "{payload}"),
+            _ => assert_eq!(attempts, ["1"], "{payload}"),
+        }
+    }
+    let mut rejected: Vec<String> = letters
+        .iter()
+        .map(|m| {
+            assert_eq!(header(m, "Weir-Error-Kind").as_deref(), Some("reject"));
+            String::from_utf8(m.payload.to_vec()).expect("utf-8")
+        })
+        .collect();
+    rejected.sort();
+    let mut expected: Vec<String> = payloads
+        .iter()
+        .filter(|p| p.starts_with("reject:"))
+        .cloned()
+        .collect();
+    expected.sort();
+    assert_eq!(
+        rejected, expected,
+        "the dead letters are the rejects, once each"
+    );
+
+    assert_eq!(get(&stats.succeeded), (N - N / 10) as u64);
+    assert_eq!(get(&stats.dead_lettered), (N / 10) as u64);
+    assert_eq!(get(&stats.retried), (N / 10) as u64);
+    assert_eq!(
+        get(&stats.batched_events),
+        (N + N / 10) as u64,
+        "handler invocations"
+    );
+    assert_eq!(get(&stats.batch_splits), 0);
+    let calls = get(&stats.batches);
+    assert!(
+        calls * 4 <= (N + N / 10) as u64,
+        "{calls} calls for {} events: not batched",
+        N + N / 10
+    );
+    assert_eq!(
+        get(&stats.redelivered),
+        (N / 10) as u64,
+        "only the retries came back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_batches_settle_every_event_on_its_own() {
+    every_fate_exact("batch", "BATCHRS", "batch.rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_batches_settle_every_event_on_its_own() {
+    every_fate_exact("batch-python", "BATCHPY", "batch.python").await;
+}
+
+/// `publish` `events` events before the host starts, so they come in one
+/// pull and one batch; run until all are settled (`failing` of them
+/// dead-lettered); the outputs, the dead letters and
+/// the plugin's counters.
+async fn one_batch(
+    (events, failing): (usize, usize),
+    edit: impl FnOnce(String) -> String,
+    config: impl FnOnce(&mut weir_host::config::HostConfig),
+    publish: impl AsyncFnOnce(&async_nats::Client),
+) -> (
+    Vec<async_nats::Message>,
+    Vec<async_nats::Message>,
+    std::sync::Arc<Stats>,
+) {
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "BATCHRS", &["batch.rust.>"]).await;
+    let mut outputs = client.subscribe("batched.ok").await.expect("subscribe");
+    let mut letters = client.subscribe("weir.dlq.>").await.expect("subscribe");
+    publish(&client).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = batch_bundle("batch", dir.path(), edit);
+    let mut host_config = host_config(&server, &[bundle]);
+    config(&mut host_config);
+    let host = Host::start(&host_config).await.expect("host starts");
+    assert!(host.refused().is_empty(), "{:?}", host.refused());
+    let stats = host.plugins()[0].stats.clone();
+    wait_settled(&stats, events as u64).await;
+    let outputs = collect(&mut outputs, events - failing).await;
+    let letters = collect(&mut letters, failing).await;
+    wait_consumer_idle(&client, "BATCHRS").await;
+    host.stop().await;
+    (outputs, letters, stats)
+}
+
+/// 64 events, one of which traps the instance: the batch of 64 fails as a
+/// whole, is split at most 6 times, and only the poison event is
+/// dead-lettered, as a `trap` naming the panic; the 63 others succeed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_event_is_found_by_bisection_and_dead_lettered_alone() {
+    let payloads: Vec<String> = (0..64)
+        .map(|i| {
+            if i == 41 {
+                format!("trap:{i}")
+            } else {
+                format!("ok:{i}")
+            }
+        })
+        .collect();
+    let (outputs, letters, stats) = one_batch(
+        (payloads.len(), 1),
+        |m| m,
+        |_| {},
+        async |client| publish_all(client, "batch.rust", &payloads).await,
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.payload.as_ref(), b"trap:41");
+    assert_eq!(header(letter, "Weir-Error-Kind").as_deref(), Some("trap"));
+    let error = header(letter, "Weir-Error").unwrap_or_default();
+    assert!(error.contains("trap requested by payload"), "{error}");
+    let seen = by_payload(&outputs);
+    assert_eq!(seen.len(), 63);
+    assert!(seen.values().all(|attempts| attempts == &["1"]), "{seen:?}");
+    let splits = get(&stats.batch_splits);
+    assert!((1..=6).contains(&splits), "{splits} splits");
+    assert_eq!(get(&stats.succeeded), 63);
+    assert_eq!(get(&stats.dead_lettered), 1);
+    // Its attempts are its own, as if it had come alone: a trap is retried
+    // by the policy (max_attempts = 3); the splits cost it none.
+    assert_eq!(get(&stats.failed_attempts), 3);
+}
+
+/// A handler that returns one result fewer than it got events is caught: the
+/// call fails as a whole, is split, and the event that shortens it is
+/// dead-lettered as `bad-output` naming both counts; the others succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_results_are_caught_and_bisected() {
+    let payloads: Vec<String> = (0..16)
+        .map(|i| {
+            if i == 5 {
+                format!("short:{i}")
+            } else {
+                format!("ok:{i}")
+            }
+        })
+        .collect();
+    let (outputs, letters, stats) = one_batch(
+        (payloads.len(), 1),
+        |m| m,
+        |_| {},
+        async |client| publish_all(client, "batch.rust", &payloads).await,
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].payload.as_ref(), b"short:5");
+    assert_eq!(
+        header(&letters[0], "Weir-Error-Kind").as_deref(),
+        Some("bad-output")
+    );
+    let error = header(&letters[0], "Weir-Error").unwrap_or_default();
+    assert!(error.contains("returned 0 results for 1 events"), "{error}");
+    assert_eq!(by_payload(&outputs).len(), 15);
+    assert!(get(&stats.batch_splits) >= 1);
+}
+
+/// Producer tokens are checked per event: in a batch of 8, the one event
+/// with a token from an untrusted key is dead-lettered as `unauthorized`
+/// (without its token), and the 7 with valid tokens succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_producer_token_dead_letters_only_its_event() {
+    use weir_host::auth::config::{KeyAlg, KeyConfig};
+    use weir_host::auth::signing::{SigningKey, generate};
+    use weir_host::auth::token::{TokenSpec, issue};
+
+    let keys = tempfile::tempdir().expect("key dir");
+    generate(KeyAlg::EdDsa, keys.path(), "prod-1").expect("key");
+    generate(KeyAlg::EdDsa, keys.path(), "other-1").expect("key");
+    let token = |kid: &str| {
+        let key = SigningKey::load(&keys.path().join(format!("{kid}.key.pem")), None)
+            .expect("signing key");
+        issue(
+            &key,
+            &TokenSpec {
+                issuer: "producers".into(),
+                subject: "svc".into(),
+                audience: "batch".into(),
+                ttl: std::time::Duration::from_secs(600),
+                claims: Default::default(),
+            },
+        )
+        .expect("token")
+    };
+    let (good, bad) = (token("prod-1"), token("other-1"));
+    let payloads: Vec<String> = (0..8).map(|i| format!("ok:{i}")).collect();
+    let trusted = KeyConfig {
+        issuer: "producers".into(),
+        alg: KeyAlg::EdDsa,
+        file: Some(keys.path().join("prod-1.pub.pem")),
+        jwks: None,
+        kid: None,
+    };
+    let (outputs, letters, stats) = one_batch(
+        (payloads.len(), 1),
+        |m| format!("{m}\n[auth]\nissuers = [\"producers\"]\n"),
+        |config| config.auth.keys = vec![trusted],
+        async |client| {
+            let js = jetstream::new(client.clone());
+            for (i, payload) in payloads.iter().enumerate() {
+                let mut headers = async_nats::HeaderMap::new();
+                let token = if i == 3 { &bad } else { &good };
+                headers.insert("Authorization", format!("Bearer {token}").as_str());
+                js.publish_with_headers(format!("batch.rust.{i}"), headers, payload.clone().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        },
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].payload.as_ref(), b"ok:3");
+    assert_eq!(
+        header(&letters[0], "Weir-Error-Kind").as_deref(),
+        Some("unauthorized")
+    );
+    assert!(
+        header(&letters[0], "Authorization").is_none(),
+        "the token is kept out"
+    );
+    let seen = by_payload(&outputs);
+    assert_eq!(seen.len(), 7);
+    assert!(!seen.contains_key("ok:3"));
+    assert_eq!(get(&stats.batched_events), 7, "the refused event never ran");
+}
