@@ -110,7 +110,7 @@ async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
     let outputs = collect(&mut outputs, N - N / 10).await;
     let letters = collect(&mut letters, N / 10).await;
     wait_consumer_idle(&client, stream).await;
-    host.stop().await;
+    host.stop().await.expect("host stops");
 
     assert_eq!(raw.count().await, (N - N / 10) as u64, "raw publishes");
     let seen = by_payload(&outputs);
@@ -204,7 +204,7 @@ async fn one_batch(
     let outputs = collect(&mut outputs, events - failing).await;
     let letters = collect(&mut letters, failing).await;
     wait_consumer_idle(&client, "BATCHRS").await;
-    host.stop().await;
+    host.stop().await.expect("host stops");
     (outputs, letters, stats)
 }
 
@@ -349,4 +349,43 @@ async fn a_bad_producer_token_dead_letters_only_its_event() {
     assert_eq!(seen.len(), 7);
     assert!(!seen.contains_key("ok:3"));
     assert_eq!(get(&stats.batched_events), 7, "the refused event never ran");
+}
+
+/// `weir test` runs a fixture of several events as one batch and prints each
+/// event's verdict: the trapping one is found by splitting and fails alone,
+/// the others pass with their own outcome.
+#[test]
+fn weir_test_runs_several_events_as_one_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = dir.path().join("events.json");
+    std::fs::write(
+        &fixture,
+        r#"[{"subject": "batch.rust.1", "payload": "ok:1"},
+            {"subject": "batch.rust.2", "payload": "trap:2"},
+            {"subject": "batch.rust.3", "payload": "reject:3"}]"#,
+    )
+    .expect("write fixture");
+    let out = std::process::Command::new(WEIR)
+        .arg("test")
+        .arg(bundle("batch"))
+        .arg("--event")
+        .arg(&fixture)
+        .output()
+        .expect("run weir test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a trap fails the run:\n{stdout}");
+    let verdict = |i: usize| {
+        let tag = format!("events.json#{i} ");
+        stdout
+            .lines()
+            .find(|l| l.contains(&tag))
+            .unwrap_or_else(|| panic!("no verdict for #{i} in:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(verdict(0).starts_with("PASS"), "{stdout}");
+    assert!(verdict(1).starts_with("FAIL"), "{stdout}");
+    assert!(verdict(2).starts_with("PASS"), "{stdout}");
+    assert!(stdout.contains("trap requested by payload"), "{stdout}");
+    assert!(stdout.contains("rejected by payload"), "{stdout}");
+    assert!(stdout.contains("ok:1"), "{stdout}");
 }

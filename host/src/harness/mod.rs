@@ -184,10 +184,31 @@ pub async fn run(
         .map(|p| p.name().to_owned())
         .unwrap_or_default();
 
+    // A plugin with batches runs the events of each [config] table as one
+    // batch (split as `weir up` splits a batch that fails as a whole).
+    let batched = bundle.manifest.subscribe.iter().any(|s| s.batch.is_some());
+    let mut all_runs: Vec<Vec<Ran>> = Vec::with_capacity(fixtures.len());
+    if batched {
+        all_runs.resize_with(fixtures.len(), Vec::new);
+        for (table, plugin) in plugins.iter().enumerate() {
+            let members: Vec<usize> = (0..fixtures.len())
+                .filter(|&i| table_of[i] == table)
+                .collect();
+            let events = members.iter().map(|&i| fixtures[i].event.clone()).collect();
+            let runs = run_batch(plugin, events, options.follow).await;
+            for (i, runs) in members.into_iter().zip(runs) {
+                all_runs[i] = runs;
+            }
+        }
+    } else {
+        for (i, loaded) in fixtures.iter().enumerate() {
+            let plugin = &plugins[table_of[i]];
+            all_runs.push(run_event(plugin, loaded.event.clone(), options.follow).await);
+        }
+    }
+
     let mut events = Vec::new();
-    for (i, loaded) in fixtures.into_iter().enumerate() {
-        let plugin = &plugins[table_of[i]];
-        let mut runs = run_event(plugin, loaded.event.clone(), options.follow).await;
+    for (i, (loaded, mut runs)) in fixtures.into_iter().zip(all_runs).enumerate() {
         let Some(last) = runs.pop() else {
             bail!("{}: no attempt was run", loaded.name);
         };
@@ -266,6 +287,46 @@ async fn run_event(plugin: &Plugin, mut event: Event, follow: bool) -> Vec<Ran> 
         }
         event.attempt += 1;
     }
+}
+
+/// [`run_event`] for many events at once, as one batch: each admitted, the
+/// admitted ones run together, and with `follow` those whose verdict is
+/// `retry` run together again at their next attempt. One list per event.
+async fn run_batch(plugin: &Plugin, mut events: Vec<Event>, follow: bool) -> Vec<Vec<Ran>> {
+    let mut runs: Vec<Vec<Ran>> = events.iter().map(|_| Vec::new()).collect();
+    let mut pending = Vec::new();
+    for (i, event) in events.iter_mut().enumerate() {
+        match pipeline::admit(plugin, event) {
+            Ok(()) => pending.push(i),
+            Err(failure) => {
+                let refused = pipeline::Attempt {
+                    outcome: Outcome::DeadLetter(failure),
+                    logs: Vec::new(),
+                };
+                runs[i].push(Ran::new(plugin, event.attempt, refused));
+            }
+        }
+    }
+    while !pending.is_empty() {
+        let batch: Vec<Event> = pending.iter().map(|&i| events[i].clone()).collect();
+        let outputs = pipeline::run_together(plugin, batch).await;
+        let mut again = Vec::new();
+        for (i, output) in pending.into_iter().zip(outputs) {
+            let event = &mut events[i];
+            let ran = Ran::new(
+                plugin,
+                event.attempt,
+                pipeline::attempt_of(plugin, event, output),
+            );
+            if follow && ran.verdict == Verdict::Retry {
+                event.attempt += 1;
+                again.push(i);
+            }
+            runs[i].push(ran);
+        }
+        pending = again;
+    }
+    runs
 }
 
 /// Without `--expect`, an attempt passes when its result is the handler's

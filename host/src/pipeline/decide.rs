@@ -105,6 +105,11 @@ pub async fn attempt_in_pipeline(
     Some(attempted(plugin, event, started, run))
 }
 
+/// The attempt a run of `event` (one of a batch's) amounts to.
+pub fn attempt_of(plugin: &Plugin, event: &Event, run: crate::sandbox::RunOutput) -> Attempt {
+    attempted(plugin, event, std::time::Instant::now(), run)
+}
+
 fn attempted(
     plugin: &Plugin,
     event: &Event,

@@ -32,7 +32,9 @@ mod unstored;
 
 pub use batch::{Batches, run_together};
 pub use circuit::Circuit;
-pub use decide::{Attempt, Outcome, admit, attempt, attempt_in_pipeline, decide, stamp_outputs};
+pub use decide::{
+    Attempt, Outcome, admit, attempt, attempt_in_pipeline, attempt_of, decide, stamp_outputs,
+};
 pub use letters::{DeadLetter, MAX_RAW_HEADERS, error_reply, header_safe, headers, rfc3339};
 pub use serve::{Delivery, Inbound, Settle, serve, serve_versions};
 pub use trace::{EventTrace, Finish, PluginTracing};
