@@ -5,7 +5,12 @@
 //! - native: an async-nats pull consumer, 64 messages at once, publishing the
 //!   output and awaiting its ack, then acking — the limit;
 //! - weir with the `trivial` plugin, `isolation = "event"` and `"reuse"`,
-//!   `max_in_flight = 64`.
+//!   `max_in_flight = 64`;
+//! - the same with `batch = { max_events = B, max_wait_ms = 5 }` for B = 1,
+//!   16 and 64 (`event-b16`, ...): `max_in_flight = max(64 / B, 2)` calls, so
+//!   about as many events are in flight as in the other runs. The `trivial`
+//!   plugin exports only `handle`: a batch is one instance calling `handle`
+//!   once per event.
 //!
 //! Each is run `WEIR_BENCH_RUNS` times (default 5), the three interleaved, and
 //! printed as the median with the min and max beside it, so an outlier (a
@@ -13,8 +18,8 @@
 //!
 //! `cargo bench -p weir-host --bench jetstream` (plugins built first:
 //! scripts/build-plugins.sh). `WEIR_BENCH_EVENTS` sets N (default 20000);
-//! `WEIR_BENCH_ONLY=event` (comma-separated: native, event, reuse) runs only
-//! those, e.g. under a profiler.
+//! `WEIR_BENCH_ONLY=event` (comma-separated: native, event, reuse,
+//! event-b16, ...) runs only those, e.g. under a profiler.
 
 /// The allocator the `weir` binary runs with (host/src/main.rs).
 #[cfg(not(target_env = "msvc"))]
@@ -140,9 +145,15 @@ async fn native(js: &jetstream::Context, n: usize) -> f64 {
     rate
 }
 
-fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
+/// The trivial plugin for run `mode`: `event`, `reuse`, or either with
+/// `-b<max_events>`.
+fn trivial_bundle(dir: &Path, mode: &str) -> PathBuf {
+    let (isolation, batch) = match mode.split_once("-b") {
+        Some((isolation, b)) => (isolation, b.parse::<usize>().ok()),
+        None => (mode, None),
+    };
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/trivial");
-    let dst = dir.join(format!("trivial-{isolation}"));
+    let dst = dir.join(format!("trivial-{mode}"));
     std::fs::create_dir_all(&dst).expect("bundle dir");
     let manifest = std::fs::read_to_string(src.join("plugin.toml")).expect("trivial plugin.toml");
     let wasm_name = manifest
@@ -161,10 +172,16 @@ fn trivial_bundle(dir: &Path, isolation: &str) -> PathBuf {
         out.push('\n');
         if line.starts_with("subject = ") {
             out.push_str(&format!("mode = \"jetstream\"\nstream = \"{IN_STREAM}\"\n"));
+            if let Some(b) = batch {
+                out.push_str(&format!(
+                    "batch = {{ max_events = {b}, max_wait_ms = 5 }}\n"
+                ));
+            }
         }
     }
+    let calls = batch.map_or(IN_FLIGHT, |b| (IN_FLIGHT / b).max(2));
     out.push_str(&format!(
-        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {IN_FLIGHT}\n"
+        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {calls}\n"
     ));
     std::fs::write(dst.join("plugin.toml"), out).expect("write manifest");
     dst
@@ -210,8 +227,11 @@ fn main() {
     rt.block_on(async {
         let client = async_nats::connect(&server.url).await.expect("connect");
         let js = jetstream::new(client);
-        const MODES: [&str; 3] = ["native", "event", "reuse"];
-        let mut rates: [Vec<f64>; 3] = Default::default();
+        const MODES: [&str; 8] = [
+            "native", "event", "reuse", "event-b1", "event-b16", "event-b64", "reuse-b16",
+            "reuse-b64",
+        ];
+        let mut rates: [Vec<f64>; 8] = Default::default();
         for round in 1..=runs {
             for (mode, run) in MODES.iter().enumerate() {
                 if !only.is_empty() && !only.split(',').any(|k| k.trim() == *run) {
@@ -221,9 +241,7 @@ fn main() {
                 fill(&js, n).await;
                 let rate = match *run {
                     "native" => native(&js, n).await,
-                    isolation => {
-                        weir(&server.url, &js, trivial_bundle(dir.path(), isolation), n).await
-                    }
+                    mode => weir(&server.url, &js, trivial_bundle(dir.path(), mode), n).await,
                 };
                 println!("  round {round}/{runs}, {run}: {rate:.0} events/s");
                 rates[mode].push(rate);
@@ -260,7 +278,10 @@ fn main() {
             );
             let label = match *run {
                 "native" => "native async-nats consumer".to_owned(),
-                iso => format!("weir, trivial plugin, isolation = {iso}"),
+                mode => match mode.split_once("-b") {
+                    Some((iso, b)) => format!("weir, trivial, {iso}, batches of {b}"),
+                    None => format!("weir, trivial plugin, isolation = {mode}"),
+                },
             };
             println!(
                 "{label:<44} {median:>10.0} {min:>10.0} {max:>10.0} {:>10.2}",

@@ -389,3 +389,50 @@ fn weir_test_runs_several_events_as_one_batch() {
     assert!(stdout.contains("rejected by payload"), "{stdout}");
     assert!(stdout.contains("ok:1"), "{stdout}");
 }
+
+/// SIGTERM's rule holds for every event of a batch: stopping while a batch
+/// of 8 runs (one call slot, 64 events stored), the 8 finish and are settled
+/// with their outputs, and the rest are handed back at once. A second host
+/// then handles exactly those 56, well before `ack_wait` (60 s, longer than
+/// the test's patience) could have recovered a stranded one.
+#[tokio::test(flavor = "current_thread")]
+async fn stopping_settles_the_running_batch_and_hands_back_the_rest() {
+    let (logs, _guard) = capture_logs();
+    let server = NatsServer::start();
+    let client = server.client().await;
+    create_stream(&client, "BATCHRS", &["batch.rust.>"]).await;
+    let payloads: Vec<String> = (0..64).map(|i| format!("busy:{i}")).collect();
+    publish_all(&client, "batch.rust", &payloads).await;
+    let mut raw = RawCount::start(&client, "batched.ok").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = batch_bundle("batch", dir.path(), |m| {
+        m.replace("max_events = 64", "max_events = 8")
+            .replace("max_in_flight = 4", "max_in_flight = 1\ntimeout_ms = 20000")
+    });
+    let config = host_config(&server, &[bundle]);
+    let host = Host::start(&config).await.expect("host starts");
+    let stats = host.plugins()[0].stats.clone();
+    logs.wait_for(&["busy batch of 8"]).await;
+    assert_eq!(get(&stats.succeeded), 0, "the first batch is still running");
+    host.stop().await.expect("host stops");
+    assert_eq!(get(&stats.succeeded), 8, "the running batch finished");
+    assert_eq!(
+        get(&stats.batched_events),
+        8,
+        "nothing started after the stop"
+    );
+    assert!(get(&stats.handed_back) > 0, "nothing was handed back");
+    assert_eq!(raw.count().await, 8);
+
+    let second = Host::start(&config).await.expect("second host starts");
+    let again = second.plugins()[0].stats.clone();
+    wait_settled(&again, 56).await;
+    wait_consumer_idle(&client, "BATCHRS").await;
+    second.stop().await.expect("host stops");
+    assert_eq!(get(&again.succeeded), 56, "each unfinished event once");
+    assert_eq!(
+        raw.count().await,
+        64,
+        "one output per event across both hosts"
+    );
+}

@@ -6,7 +6,9 @@
 //! - `retry`: `retry` on the first attempt, then as `ok`;
 //! - `reject`: rejected;
 //! - `trap`: the guest panics: the whole call traps;
-//! - `short`: the call returns one result fewer than it got events.
+//! - `short`: the call returns one result fewer than it got events;
+//! - `busy`: as `ok`, but a batch holding one logs "busy batch of N" and
+//!   then spins for 1.5 s (a batch running when the host stops).
 //!
 //! The tests of batches (issue 17) drive it; `plugins/batch-python` is the
 //! same in Python.
@@ -20,7 +22,7 @@ fn kind(event: &Event) -> &str {
 
 fn one(event: Event) -> weir_sdk::Result {
     match kind(&event) {
-        "ok" => {}
+        "ok" | "busy" => {}
         "retry" if event.attempt() == 1 => return Err(Failure::retry("retry once")),
         "retry" => {}
         "reject" => return Err(Failure::reject("rejected by payload")),
@@ -35,6 +37,13 @@ fn one(event: Event) -> weir_sdk::Result {
 fn handle_all(events: Vec<Event>) -> Vec<weir_sdk::Result> {
     if events.iter().any(|e| kind(e) == "trap") {
         panic!("trap requested by payload");
+    }
+    if events.iter().any(|e| kind(e) == "busy") {
+        weir_sdk::info!("busy batch of {}", events.len());
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(1_500);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
     }
     let short = events.iter().any(|e| kind(e) == "short");
     let mut results: Vec<_> = events
