@@ -1,4 +1,4 @@
-//! `weir bench BUNDLE --event F [--isolation event|reuse] [--n N]`: a plugin
+//! `weir bench BUNDLE --event F [--isolation event|reuse] [--n N] [--batch N]`: a plugin
 //! author's measure of a handler ([`crate::harness::bench`]).
 
 use std::io::Write as _;
@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Events timed per mode, after a warm-up of a tenth of them (at most 100).
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
+    /// Events per call: more than 1 runs them in batches (`handle-batch`,
+    /// or `handle` per event in one instance), one instance per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Override a [config] value of plugin.toml (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = harness::fixture::parse_set)]
     pub set: Vec<(String, String)>,
@@ -53,6 +57,7 @@ pub async fn bench(args: BenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         }),
         n: args.n,
         set: args.set,
+        batch: args.batch,
     };
     let report = harness::bench::run(&config, &args.bundle, &options).await?;
     let mut out = std::io::stdout().lock();

@@ -1,7 +1,9 @@
 //! `weir bench`: a plugin author's measure of their handler, in-process and
 //! without NATS: the fixture events run one after another through the
 //! sandbox under the plugin's limits, in the isolation mode asked for and
-//! then in the other, so an author can choose between them.
+//! then in the other, so an author can choose between them. With `--batch N`
+//! the events run N to a call (one instance per call), timed per call and
+//! reported per event.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,12 +29,16 @@ pub struct Options {
     pub n: usize,
     /// `[config]` overrides, as `weir test --set`.
     pub set: Vec<(String, String)>,
+    /// Events per call: 1 runs each alone (`handle`), more run batches.
+    pub batch: usize,
 }
 
 /// One isolation mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Mode {
     pub isolation: &'static str,
+    /// Events per call.
+    pub batch: usize,
     pub events: usize,
     /// Events whose attempt did not succeed (measured all the same).
     pub failed: usize,
@@ -58,6 +64,9 @@ pub struct Report {
 pub async fn run(config: &HostConfig, bundle: &Path, options: &Options) -> anyhow::Result<Report> {
     if options.n == 0 {
         bail!("--n: at least 1 event");
+    }
+    if options.batch == 0 {
+        bail!("--batch: at least 1 event per call");
     }
     let bundle = Bundle::load(bundle, config.sandbox.max_memory_mb)?;
     let mut events = Vec::new();
@@ -92,7 +101,7 @@ pub async fn run(config: &HostConfig, bundle: &Path, options: &Options) -> anyho
             .with_context(|| format!("{}", bundle.wasm_path.display()))?
             .pop()
             .context("no plugin was loaded")?;
-        modes.push(measure(&plugin, isolation, &events, options.n).await);
+        modes.push(measure(&plugin, isolation, &events, options).await);
     }
     Ok(Report {
         plugin: bundle.manifest.name.clone(),
@@ -107,8 +116,12 @@ async fn measure(
     plugin: &Plugin,
     isolation: Isolation,
     events: &[crate::event::Event],
-    n: usize,
+    options: &Options,
 ) -> Mode {
+    if options.batch > 1 {
+        return measure_batches(plugin, isolation, events, options).await;
+    }
+    let n = options.n;
     let policy = &plugin.manifest.retry;
     let warm_up = (n / 10).clamp(1, 100);
     let mut took = Vec::with_capacity(n);
@@ -129,6 +142,54 @@ async fn measure(
         }
         took.push(elapsed);
     }
+    figures(isolation, 1, took, failed, memory_peak)
+}
+
+/// `--batch`: calls of `options.batch` events, the fixtures in turn; each
+/// call's time counts once per event, divided among them.
+async fn measure_batches(
+    plugin: &Plugin,
+    isolation: Isolation,
+    events: &[crate::event::Event],
+    options: &Options,
+) -> Mode {
+    let size = options.batch;
+    let calls = options.n.div_ceil(size);
+    let warm_up = (calls / 10).clamp(1, 100);
+    let mut took = Vec::with_capacity(calls * size);
+    let mut failed = 0;
+    let mut memory_peak = 0;
+    let mut next = 0;
+    for call in 0..warm_up + calls {
+        let batch: Vec<_> = (0..size)
+            .map(|j| events[(next + j) % events.len()].clone())
+            .collect();
+        next += size;
+        let start = Instant::now();
+        let run = plugin.executor.run_batch(&batch).await;
+        let elapsed = start.elapsed();
+        memory_peak = memory_peak.max(run.memory_peak);
+        if call < warm_up {
+            continue;
+        }
+        let ok = match &run.result {
+            crate::sandbox::BatchResult::Each(each) => each.iter().filter(|r| r.is_ok()).count(),
+            _ => 0,
+        };
+        failed += size - ok;
+        let per_event = elapsed / size as u32;
+        took.extend(std::iter::repeat_n(per_event, size));
+    }
+    figures(isolation, size, took, failed, memory_peak)
+}
+
+fn figures(
+    isolation: Isolation,
+    batch: usize,
+    mut took: Vec<Duration>,
+    failed: usize,
+    memory_peak: usize,
+) -> Mode {
     took.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let at = |q: f64| us(took[((took.len() - 1) as f64 * q).round() as usize]);
@@ -138,6 +199,7 @@ async fn measure(
             Isolation::Event => "event",
             Isolation::Reuse => "reuse",
         },
+        batch,
         events: took.len(),
         failed,
         p50_us: at(0.50),
@@ -151,11 +213,15 @@ async fn measure(
 pub fn print_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{} {} (sha256 {}), {} fixture event(s), one core, one event after another:",
+        "{} {} (sha256 {}), {} fixture event(s), one core, {}:",
         report.plugin,
         report.version,
         &report.sha256[..12.min(report.sha256.len())],
-        report.fixtures
+        report.fixtures,
+        match report.modes.first().map_or(1, |m| m.batch) {
+            1 => "one event after another".to_owned(),
+            n => format!("batches of {n} (times per event: a call's time / {n})"),
+        }
     )?;
     writeln!(
         out,
