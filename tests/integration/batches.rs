@@ -5,8 +5,8 @@
 //! weir itself (calls, events handed to the plugin, settlements) and by raw
 //! publishes seen on a core subscriber, not by a stream's dedupe.
 //!
-//! The plugins: `plugins/batch` (Rust) and `plugins/batch-python`, whose
-//! every event's outcome is its payload's `<kind>:<n>`.
+//! The plugin: `plugins/batch` (Rust), whose every event's outcome is its
+//! payload's `<kind>:<n>`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -166,11 +166,6 @@ async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_batches_settle_every_event_on_its_own() {
     every_fate_exact("batch", "BATCHRS", "batch.rust").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_batches_settle_every_event_on_its_own() {
-    every_fate_exact("batch-python", "BATCHPY", "batch.python").await;
 }
 
 /// `publish` `events` events before the host starts, so they come in one

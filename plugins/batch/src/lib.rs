@@ -10,8 +10,7 @@
 //! - `busy`: as `ok`, but a batch holding one logs "busy batch of N" and
 //!   then spins for 1.5 s (a batch running when the host stops).
 //!
-//! The tests of batches (issue 17) drive it; `plugins/batch-python` is the
-//! same in Python.
+//! The tests of batches (issue 17) drive it.
 
 use weir_sdk::{Event, Failure, Message};
 
