@@ -9,7 +9,6 @@
 //! payload's `<kind>:<n>`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream;
@@ -59,9 +58,17 @@ async fn publish_all(client: &async_nats::Client, prefix: &str, payloads: &[Stri
     }
 }
 
-/// A copy of bundle `name` with its plugin.toml edited by `edit`.
-fn batch_bundle(name: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
-    bundle_copy(name, dir, edit)
+/// `n` payloads `ok:<i>`, but `<kind>:<at>` at index `at`.
+fn ok_but(n: usize, at: usize, kind: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if i == at {
+                format!("{kind}:{i}")
+            } else {
+                format!("ok:{i}")
+            }
+        })
+        .collect()
 }
 
 /// Every event's outputs by payload, from the messages on `batched.ok`.
@@ -98,7 +105,7 @@ async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
         })
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = batch_bundle(plugin, dir.path(), |m| m);
+    let bundle = bundle_copy(plugin, dir.path(), |m| m);
     let host = Host::start(&host_config(&server, &[bundle]))
         .await
         .expect("host starts");
@@ -189,7 +196,7 @@ async fn one_batch(
     let mut letters = client.subscribe("weir.dlq.>").await.expect("subscribe");
     publish(&client).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = batch_bundle("batch", dir.path(), edit);
+    let bundle = bundle_copy("batch", dir.path(), edit);
     let mut host_config = host_config(&server, &[bundle]);
     config(&mut host_config);
     let host = Host::start(&host_config).await.expect("host starts");
@@ -208,15 +215,7 @@ async fn one_batch(
 /// dead-lettered, as a `trap` naming the panic; the 63 others succeed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_event_is_found_by_bisection_and_dead_lettered_alone() {
-    let payloads: Vec<String> = (0..64)
-        .map(|i| {
-            if i == 41 {
-                format!("trap:{i}")
-            } else {
-                format!("ok:{i}")
-            }
-        })
-        .collect();
+    let payloads = ok_but(64, 41, "trap");
     let (outputs, letters, stats) = one_batch(
         (payloads.len(), 1),
         |m| m,
@@ -247,15 +246,7 @@ async fn a_trapping_event_is_found_by_bisection_and_dead_lettered_alone() {
 /// dead-lettered as `bad-output` naming both counts; the others succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_results_are_caught_and_bisected() {
-    let payloads: Vec<String> = (0..16)
-        .map(|i| {
-            if i == 5 {
-                format!("short:{i}")
-            } else {
-                format!("ok:{i}")
-            }
-        })
-        .collect();
+    let payloads = ok_but(16, 5, "short");
     let (outputs, letters, stats) = one_batch(
         (payloads.len(), 1),
         |m| m,
@@ -400,7 +391,7 @@ async fn stopping_settles_the_running_batch_and_hands_back_the_rest() {
     publish_all(&client, "batch.rust", &payloads).await;
     let mut raw = RawCount::start(&client, "batched.ok").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = batch_bundle("batch", dir.path(), |m| {
+    let bundle = bundle_copy("batch", dir.path(), |m| {
         m.replace("max_events = 64", "max_events = 8")
             .replace("max_in_flight = 4", "max_in_flight = 1\ntimeout_ms = 20000")
     });

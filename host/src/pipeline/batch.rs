@@ -80,12 +80,6 @@ impl Batches {
         }
     }
 
-    /// Whether `event` (JetStream when `redelivers`) came through a
-    /// subscription with `batch`.
-    pub fn batches(&self, event: &Event, redelivers: bool) -> bool {
-        self.lane(event, redelivers).is_some()
-    }
-
     fn lane(&self, event: &Event, redelivers: bool) -> Option<&Lane> {
         self.lanes.iter().find(|lane| {
             lane.jetstream == redelivers && subject_matches(&lane.subject, &event.subject)

@@ -61,8 +61,8 @@ struct WasmExecutor {
     /// See `Runtime::long_runners`.
     long_runners: Arc<tokio::sync::Semaphore>,
     pre: wasmtime::component::InstancePre<State>,
-    handle: Option<Arc<HandlerIndices>>,
-    batch: Option<Arc<BatchHandlerIndices>>,
+    handle: Option<HandlerIndices>,
+    batch: Option<BatchHandlerIndices>,
     shared: Arc<PluginShared>,
     isolation: Isolation,
     max_events_per_instance: u32,

@@ -164,11 +164,7 @@ impl Runtime {
                 "it exports neither `handle` nor `handle-batch`"
             )));
         }
-        Ok(Prepared {
-            pre,
-            handle: handle.map(Arc::new),
-            batch: batch.map(Arc::new),
-        })
+        Ok(Prepared { pre, handle, batch })
     }
 
     pub fn epoch_tick(&self) -> Duration {
@@ -190,9 +186,9 @@ impl Runtime {
 pub struct Prepared {
     pre: wasmtime::component::InstancePre<State>,
     /// Where `handle` is, when the component exports it.
-    handle: Option<Arc<bindings::HandlerIndices>>,
+    handle: Option<bindings::HandlerIndices>,
     /// Where `handle-batch` is, when the component exports it.
-    batch: Option<Arc<bindings::batch::BatchHandlerIndices>>,
+    batch: Option<bindings::batch::BatchHandlerIndices>,
 }
 
 impl Prepared {

@@ -36,6 +36,28 @@ pub enum BatchResult {
     NotRun(Failure),
 }
 
+impl BatchRun {
+    /// A call that found no instance to run in.
+    fn not_run(failure: Failure, no_slot: bool) -> Self {
+        Self {
+            result: BatchResult::NotRun(failure),
+            logs: Vec::new(),
+            no_slot,
+            memory_peak: 0,
+        }
+    }
+
+    /// A call that ran, with what the instance left.
+    fn ran(result: BatchResult, logs: Vec<LogLine>, memory_peak: usize) -> Self {
+        Self {
+            result,
+            logs,
+            no_slot: false,
+            memory_peak,
+        }
+    }
+}
+
 impl Executor {
     /// Run `events` in one call (one instance).
     pub async fn run_batch(&self, events: &[Event]) -> BatchRun {
@@ -52,12 +74,7 @@ impl Executor {
                         })
                     })
                     .collect();
-                BatchRun {
-                    result: BatchResult::Each(each),
-                    logs: Vec::new(),
-                    no_slot: false,
-                    memory_peak: 0,
-                }
+                BatchRun::ran(BatchResult::Each(each), Vec::new(), 0)
             }
         }
     }
@@ -80,12 +97,7 @@ impl WasmExecutor {
         match warm {
             Ok(warm) if warm.batch.is_some() => self.call_batch(warm, events).await,
             Ok(warm) => self.call_each(warm, events).await,
-            Err((failure, no_slot)) => BatchRun {
-                result: BatchResult::NotRun(failure),
-                logs: Vec::new(),
-                no_slot,
-                memory_peak: 0,
-            },
+            Err((failure, no_slot)) => BatchRun::not_run(failure, no_slot),
         }
     }
 
@@ -143,12 +155,7 @@ impl WasmExecutor {
         };
         let logs = std::mem::take(&mut state.call.logs);
         let memory_peak = self.done_with(warm, healthy, events.len() as u32);
-        BatchRun {
-            result,
-            logs,
-            no_slot: false,
-            memory_peak,
-        }
+        BatchRun::ran(result, logs, memory_peak)
     }
 
     /// A batch for a component that exports only `handle`: one call per
@@ -157,12 +164,7 @@ impl WasmExecutor {
     async fn call_each(&self, mut warm: Warm, events: &[Event]) -> BatchRun {
         let Some(handle) = &warm.handle else {
             let none = Failure::new(FailureKind::Trap, "the component exports no handler");
-            return BatchRun {
-                result: BatchResult::NotRun(none),
-                logs: Vec::new(),
-                no_slot: false,
-                memory_peak: 0,
-            };
+            return BatchRun::not_run(none, false);
         };
         self.arm_deadline(&mut warm.store);
         let mut logs = Vec::new();
@@ -192,12 +194,7 @@ impl WasmExecutor {
             Ok(Ok(())) => (BatchResult::Each(each), true),
         };
         let memory_peak = self.done_with(warm, healthy, events.len() as u32);
-        BatchRun {
-            result,
-            logs,
-            no_slot: false,
-            memory_peak,
-        }
+        BatchRun::ran(result, logs, memory_peak)
     }
 }
 
