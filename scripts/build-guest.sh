@@ -101,19 +101,46 @@ build_js() {
         node "$root/sdk/js/tools/componentize.mjs" "$root/wit" "$dir" "$out"
 }
 
+# A C plugin defines weir_handle, weir_handle_batch or both. The compiled
+# objects tell which: with weir_handle_batch the component has world
+# handler-and-batch (weir.c built with -DWEIR_BATCH derives `handle` when
+# weir_handle is missing), without it world handler, as before batches.
 build_c() {
     local dir="$1" out="$2" tool="$root/target/release/weir-guest-tool"
-    local gen="$root/target/guest-tools/c-bindings" scratch
-    "$tool" bindgen-c "$root/wit" handler "$gen"
+    local gen="$root/target/guest-tools/c-bindings" scratch nm world src n=0
+    local cflags=(--target=wasm32-wasi --sysroot=/usr -O2 -Wall -Wextra -Wno-unused-parameter)
+    local objects=() batch=()
     scratch="$(mktemp -d)"
     # shellcheck disable=SC2064
     trap "rm -rf '$scratch'" RETURN
+    for src in "$dir"/*.c; do
+        objects+=("$scratch/plugin$n.o")
+        clang-19 "${cflags[@]}" -I "$root/sdk/c" -c "$src" -o "$scratch/plugin$n.o"
+        n=$((n + 1))
+    done
+    nm="$(command -v llvm-nm-19 || command -v /usr/lib/llvm-19/bin/llvm-nm || true)"
+    if [[ -z "$nm" ]]; then
+        echo "error: $dir: llvm-nm-19 not found (Debian package llvm-19)" >&2
+        return 1
+    fi
+    local defined
+    defined="$("$nm" --defined-only --extern-only --just-symbol-name "${objects[@]}")"
+    if grep -qx weir_handle_batch <<<"$defined"; then
+        world=handler-and-batch
+        batch=(-DWEIR_BATCH)
+    elif grep -qx weir_handle <<<"$defined"; then
+        world=handler
+    else
+        echo "error: $dir: no .c file defines weir_handle or weir_handle_batch (see sdk/c/weir.h)" >&2
+        return 1
+    fi
+    "$tool" bindgen-c "$root/wit" "$world" "$gen"
+    local base="${world//-/_}"
     # --strip-all: no name section (130 KB of the 180 KB); the component
     # type section the bindings' object file carries is kept.
-    clang-19 --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 \
-        -Wall -Wextra -Wno-unused-parameter -Wl,--strip-all \
+    clang-19 "${cflags[@]}" "${batch[@]}" -mexec-model=reactor -Wl,--strip-all \
         -I "$gen" -I "$root/sdk/c" \
-        "$gen/handler.c" "$root/sdk/c/weir.c" "$dir"/*.c "$gen/handler_component_type.o" \
+        "$gen/$base.c" "$root/sdk/c/weir.c" "${objects[@]}" "$gen/${base}_component_type.o" \
         -o "$scratch/core.wasm"
     "$tool" component-new "$scratch/core.wasm" "$out"
 }

@@ -77,7 +77,9 @@ setup_js() {
 
 setup_c() {
   local missing=()
-  for pkg in clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32; do
+  # llvm-19: llvm-nm, which tells a batch plugin; libclang-rt-19-dev: the
+  # sanitizers of the native C tests.
+  for pkg in clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32 libclang-rt-19-dev; do
     deb_installed "$pkg" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -6,7 +6,9 @@
 //! - raw wasmtime: async-nats + the `plugins/relay` component called straight
 //!   through wasmtime (no weir code), a fresh instance per event or one warm;
 //! - weir: an in-process `Host` with the relay bundle, `isolation = "event"`
-//!   and `"reuse"` (`max_in_flight = 64`, a queue that holds a whole run).
+//!   and `"reuse"` (`max_in_flight = 64`, a queue that holds a whole run), and
+//!   `"event"` with `batch = { max_events = 64, max_wait_ms = 5 }` (2 calls at
+//!   once: a fresh instance per batch of 64).
 //!
 //! Throughput: N events of 128 B published flat out; the timer starts at the
 //! first publish and stops at the last event counted (or, after a 2 s quiet,
@@ -215,6 +217,12 @@ fn report(n: u64, rounds: u64, figures: &BTreeMap<&str, Figures>) {
         ("weir_event_over_raw_fresh", "weir_event", "raw_fresh"),
         ("raw_warm_over_native", "raw_warm", "native"),
         ("weir_event_over_native", "weir_event", "native"),
+        ("weir_event_b64_over_native", "weir_event_b64", "native"),
+        (
+            "weir_event_b64_over_raw_fresh",
+            "weir_event_b64",
+            "raw_fresh",
+        ),
     ];
     for (name, a, b) in ratios {
         let ratio = median[a] / median[b];

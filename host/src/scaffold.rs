@@ -1,5 +1,6 @@
-//! `weir new NAME --lang rust|python|js|c`: a plugin folder that builds, has a
-//! fixture and its expected outputs, and passes `weir test` at once.
+//! `weir new NAME --lang rust|python|js|c [--batch]`: a plugin folder that
+//! builds, has a fixture and its expected outputs, and passes `weir test` at
+//! once; with `--batch`, its handler takes events in batches.
 //!
 //! The templates live in `host/templates/` and are compiled into the binary.
 //! Generated projects point at the weir checkout the binary was built from (the
@@ -22,6 +23,10 @@ pub struct NewArgs {
     /// The folder to create (default: ./NAME); it must not exist, or be empty.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Write a batch handler (many events per call, a result per event) and
+    /// turn `batch` on for its subscription.
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// The languages `weir new` writes plugins in.
@@ -71,11 +76,23 @@ const BUILD_GUEST: &str = include_str!("../templates/common/build-guest.sh.tmpl"
 const RUST_CARGO: &str = include_str!("../templates/rust/Cargo.toml.tmpl");
 const RUST_LIB: &str = include_str!("../templates/rust/lib.rs.tmpl");
 const RUST_BUILD: &str = include_str!("../templates/rust/build.sh.tmpl");
+const RUST_BATCH: &str = include_str!("../templates/rust/lib_batch.rs.tmpl");
 const PYTHON_APP: &str = include_str!("../templates/python/app.py.tmpl");
+const PYTHON_BATCH: &str = include_str!("../templates/python/app_batch.py.tmpl");
 const JS_APP: &str = include_str!("../templates/js/app.js.tmpl");
+const JS_BATCH: &str = include_str!("../templates/js/app_batch.js.tmpl");
 const JS_TEST: &str = include_str!("../templates/js/app.test.js.tmpl");
+const JS_BATCH_TEST: &str = include_str!("../templates/js/app_batch.test.js.tmpl");
 const JS_PACKAGE: &str = include_str!("../templates/js/package.json.tmpl");
 const C_PLUGIN: &str = include_str!("../templates/c/plugin.c.tmpl");
+const C_BATCH: &str = include_str!("../templates/c/plugin_batch.c.tmpl");
+
+/// The `batch` line of plugin.toml's subscription: on with `--batch`, else a
+/// pointer to it.
+const BATCH_ON: &str =
+    "batch = { max_events = 100, max_wait_ms = 20 }  # up to 100 events per call";
+const BATCH_OFF: &str =
+    "# batch = { max_events = 100, max_wait_ms = 20 }  # with a batch handler (weir new --batch)";
 
 /// The weir checkout generated projects build against: `WEIR_REPO`, else the
 /// one this binary was built from.
@@ -101,8 +118,9 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The files of a new plugin `name` in `lang`, building against `repo`.
-pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
+/// The files of a new plugin `name` in `lang` (a batch handler with `batch`),
+/// building against `repo`.
+pub fn files(name: &str, lang: Lang, batch: bool, repo: &Path) -> anyhow::Result<Vec<File>> {
     check_name(name)?;
     let crate_name = name.replace('-', "_");
     let wasm = format!("{crate_name}.wasm");
@@ -127,6 +145,7 @@ pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
         ("{{language}}", lang.title().to_owned()),
         ("{{doc}}", doc.display().to_string()),
         ("{{isolation}}", isolation),
+        ("{{batch}}", if batch { BATCH_ON } else { BATCH_OFF }.to_owned()),
         ("{{weir_repo}}", repo.display().to_string()),
         ("{{sdk_path}}", repo.join("sdk").display().to_string()),
         (
@@ -157,24 +176,25 @@ pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
         file("README.md", README, false),
         file(".gitignore", GITIGNORE, false),
     ];
+    let pick = |one, many| if batch { many } else { one };
     match lang {
         Lang::Rust => out.extend([
             file("Cargo.toml", RUST_CARGO, false),
-            file("src/lib.rs", RUST_LIB, false),
+            file("src/lib.rs", pick(RUST_LIB, RUST_BATCH), false),
             file("build.sh", RUST_BUILD, true),
         ]),
         Lang::Python => out.extend([
-            file("app.py", PYTHON_APP, false),
+            file("app.py", pick(PYTHON_APP, PYTHON_BATCH), false),
             file("build.sh", BUILD_GUEST, true),
         ]),
         Lang::Js => out.extend([
-            file("app.js", JS_APP, false),
-            file("app.test.js", JS_TEST, false),
+            file("app.js", pick(JS_APP, JS_BATCH), false),
+            file("app.test.js", pick(JS_TEST, JS_BATCH_TEST), false),
             file("package.json", JS_PACKAGE, false),
             file("build.sh", BUILD_GUEST, true),
         ]),
         Lang::C => out.extend([
-            file("plugin.c", C_PLUGIN, false),
+            file("plugin.c", pick(C_PLUGIN, C_BATCH), false),
             file("build.sh", BUILD_GUEST, true),
         ]),
     }
@@ -182,8 +202,14 @@ pub fn files(name: &str, lang: Lang, repo: &Path) -> anyhow::Result<Vec<File>> {
 }
 
 /// Write a new plugin into `dir`, which must not exist or be empty.
-pub fn create(name: &str, lang: Lang, dir: &Path, repo: &Path) -> anyhow::Result<Vec<File>> {
-    let files = files(name, lang, repo)?;
+pub fn create(
+    name: &str,
+    lang: Lang,
+    batch: bool,
+    dir: &Path,
+    repo: &Path,
+) -> anyhow::Result<Vec<File>> {
+    let files = files(name, lang, batch, repo)?;
     if dir.exists() {
         let mut entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -218,7 +244,7 @@ pub fn run(args: NewArgs, json: bool) -> anyhow::Result<ExitCode> {
             repo.display()
         );
     }
-    let files = create(&args.name, args.lang, &dir, &repo)?;
+    let files = create(&args.name, args.lang, args.batch, &dir, &repo)?;
     let mut next = vec![format!("cd {}", dir.display())];
     if args.lang == Lang::Js {
         next.push("npm test".to_owned());
@@ -231,6 +257,7 @@ pub fn run(args: NewArgs, json: bool) -> anyhow::Result<ExitCode> {
         let report = serde_json::json!({
             "plugin": args.name,
             "lang": args.lang.doc(),
+            "batch": args.batch,
             "dir": dir,
             "files": files.iter().map(|f| f.path).collect::<Vec<_>>(),
             "next": next,
@@ -239,8 +266,9 @@ pub fn run(args: NewArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "created {} plugin {} in {}:",
+        "created {} {}plugin {} in {}:",
         args.lang.title(),
+        if args.batch { "batch " } else { "" },
         args.name,
         dir.display()
     );
@@ -261,10 +289,15 @@ mod tests {
 
     const LANGS: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
 
+    /// Every language, with and without `--batch`.
+    fn shapes() -> impl Iterator<Item = (Lang, bool)> {
+        LANGS.into_iter().flat_map(|l| [(l, false), (l, true)])
+    }
+
     #[test]
     fn every_placeholder_is_filled() {
-        for lang in LANGS {
-            for f in files("my-greeter", lang, Path::new("/opt/weir")).unwrap() {
+        for (lang, batch) in shapes() {
+            for f in files("my-greeter", lang, batch, Path::new("/opt/weir")).unwrap() {
                 assert!(!f.text.contains("{{"), "{lang:?} {}: {}", f.path, f.text);
             }
         }
@@ -272,14 +305,15 @@ mod tests {
 
     #[test]
     fn manifest_parses_and_names_the_component() {
-        for lang in LANGS {
-            let files = files("my-greeter", lang, Path::new("/opt/weir")).unwrap();
+        for (lang, batch) in shapes() {
+            let files = files("my-greeter", lang, batch, Path::new("/opt/weir")).unwrap();
             let manifest = files.iter().find(|f| f.path == "plugin.toml").unwrap();
             let parsed =
                 crate::config::Manifest::parse(Path::new("plugin.toml"), &manifest.text, 512)
                     .unwrap_or_else(|e| panic!("{lang:?}: {e}\n{}", manifest.text));
             assert_eq!(parsed.name, "my-greeter");
             assert_eq!(parsed.wasm, Path::new("my_greeter.wasm"));
+            assert_eq!(parsed.largest_batch() > 1, batch, "{lang:?}");
             let reuse = matches!(lang, Lang::Python | Lang::Js);
             assert_eq!(
                 parsed.limits.isolation == crate::config::Isolation::Reuse,
@@ -291,7 +325,7 @@ mod tests {
 
     #[test]
     fn fixtures_are_json_of_equal_length() {
-        let files = files("g", Lang::C, Path::new("/r")).unwrap();
+        let files = files("g", Lang::C, false, Path::new("/r")).unwrap();
         let json = |p: &str| -> serde_json::Value {
             serde_json::from_str(&files.iter().find(|f| f.path == p).unwrap().text).unwrap()
         };
@@ -305,7 +339,7 @@ mod tests {
 
     #[test]
     fn rust_projects_depend_on_this_checkouts_sdk() {
-        let files = files("g", Lang::Rust, Path::new("/opt/weir")).unwrap();
+        let files = files("g", Lang::Rust, false, Path::new("/opt/weir")).unwrap();
         let cargo = files.iter().find(|f| f.path == "Cargo.toml").unwrap();
         assert!(
             cargo
@@ -319,7 +353,7 @@ mod tests {
 
     #[test]
     fn js_projects_unit_test_with_this_checkouts_sdk() {
-        let files = files("g", Lang::Js, Path::new("/opt/weir")).unwrap();
+        let files = files("g", Lang::Js, false, Path::new("/opt/weir")).unwrap();
         let find = |p: &str| files.iter().find(|f| f.path == p).unwrap();
         let package: serde_json::Value = serde_json::from_str(&find("package.json").text).unwrap();
         assert_eq!(
@@ -338,13 +372,28 @@ mod tests {
     }
 
     fn files_of(lang: Lang) -> Vec<File> {
-        files("g", lang, Path::new("/opt/weir")).unwrap()
+        files("g", lang, false, Path::new("/opt/weir")).unwrap()
+    }
+
+    #[test]
+    fn batch_projects_write_a_batch_handler() {
+        let handler = |lang, batch| {
+            let files = files("g", lang, batch, Path::new("/r")).unwrap();
+            let name = ["src/lib.rs", "app.py", "app.js", "plugin.c"];
+            let f = files.iter().find(|f| name.contains(&f.path)).unwrap();
+            f.text.clone()
+        };
+        assert!(handler(Lang::Rust, true).contains("batch_handler!(handle_all)"));
+        assert!(handler(Lang::Python, true).contains("def handle_batch("));
+        assert!(!handler(Lang::Python, false).contains("handle_batch"));
+        assert!(handler(Lang::Js, true).contains("export function handleBatch("));
+        assert!(handler(Lang::C, true).contains("weir_handle_batch("));
     }
 
     #[test]
     fn bad_names_and_busy_folders_are_refused() {
         for bad in ["", "Greeter", "9lives", "a.b", "a b", &"x".repeat(65)] {
-            let err = files(bad, Lang::Python, Path::new("/r")).unwrap_err();
+            let err = files(bad, Lang::Python, false, Path::new("/r")).unwrap_err();
             assert!(
                 err.to_string().contains("not a plugin name"),
                 "{bad}: {err}"
@@ -352,7 +401,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep.txt"), "x").unwrap();
-        let err = create("g", Lang::C, dir.path(), Path::new("/r")).unwrap_err();
+        let err = create("g", Lang::C, false, dir.path(), Path::new("/r")).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
         assert!(!dir.path().join("plugin.toml").exists());
     }
@@ -362,7 +411,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let into = dir.path().join("g");
-        create("g", Lang::Js, &into, Path::new("/r")).unwrap();
+        create("g", Lang::Js, false, &into, Path::new("/r")).unwrap();
         assert!(into.join("app.js").is_file());
         assert!(into.join("fixtures/expected.json").is_file());
         let mode = std::fs::metadata(into.join("build.sh"))

@@ -1,6 +1,12 @@
 /*
  * weir SDK for C: the small surface of weir.h over the `wit-bindgen c` bindings
- * of the weir:plugin/handler world (handler.h, generated at build time).
+ * (generated at build time) of world weir:plugin/handler (handler.h), or of
+ * weir:plugin/handler-and-batch (handler_and_batch.h) when built with
+ * -DWEIR_BATCH, which scripts/build-guest.sh passes when the plugin defines
+ * weir_handle_batch.
+ *
+ * Off wasm (a native compiler, for unit tests) no bindings are used: the host
+ * calls are served in-process and weir_test_* run the handlers (see weir.h).
  */
 #include "weir.h"
 
@@ -10,7 +16,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__wasm__) && defined(WEIR_BATCH)
+#include "handler_and_batch.h"
+#define WB(name) handler_and_batch_##name
+#define WB_EXPORT(name) exports_handler_and_batch_##name
+#elif defined(__wasm__)
 #include "handler.h"
+#define WB(name) handler_##name
+#define WB_EXPORT(name) exports_handler_##name
+#endif
+
+/* Which of the two entry points the plugin defines. With only weir_handle (the
+ * handler world) weir_handle stays a strong reference, so a plugin without it
+ * fails to link as before; otherwise either may be missing (address NULL). */
+#if !defined(__wasm__) || defined(WEIR_BATCH)
+#pragma weak weir_handle
+#pragma weak weir_handle_batch
+#define has_handle (weir_handle != NULL)
+#define has_handle_batch (weir_handle_batch != NULL)
+#define call_handle_batch weir_handle_batch
+#else
+#define has_handle true
+#define has_handle_batch false
+static void call_handle_batch(weir_batch *b) { (void)b; abort(); }
+#endif
 
 /* ---- the per-event arena ---------------------------------------------------- */
 
@@ -296,15 +325,114 @@ void weir_emit(weir_outputs *out, weir_message *m) {
     out->count++;
 }
 
+const char *weir_message_subject(const weir_message *m) { return m->subject; }
+
+const uint8_t *weir_message_payload(const weir_message *m, size_t *len) {
+    if (len) *len = m->payload_len;
+    return m->payload;
+}
+
+const char *weir_message_get_header(const weir_message *m, const char *name) {
+    for (size_t i = 0; i < m->header_count; i++)
+        if (ascii_iequal(m->headers[i].name, name)) return m->headers[i].value;
+    return NULL;
+}
+
+size_t weir_outputs_count(const weir_outputs *out) { return out ? out->count : 0; }
+
+const weir_message *weir_outputs_at(const weir_outputs *out, size_t i) {
+    if (!out || i >= out->count) return NULL;
+    const weir_message *m = out->first;
+    while (i--) m = m->next;
+    return m;
+}
+
+/* ---- batches ------------------------------------------------------------------ */
+
+typedef struct {
+    weir_outputs out;
+    weir_failure *failure;
+} slot;
+
+struct weir_batch {
+    const weir_event **events;
+    slot *slots;
+    size_t len;   /* events */
+    size_t count; /* results returned: len unless weir_batch_truncate */
+};
+
+static weir_batch *batch_new(size_t len) {
+    weir_batch *b = weir_alloc(sizeof *b);
+    b->events = weir_alloc((len ? len : 1) * sizeof *b->events);
+    b->slots = weir_alloc((len ? len : 1) * sizeof *b->slots);
+    memset(b->slots, 0, (len ? len : 1) * sizeof *b->slots);
+    b->len = b->count = len;
+    return b;
+}
+
+size_t weir_batch_len(const weir_batch *b) { return b->len; }
+
+const weir_event *weir_batch_event(const weir_batch *b, size_t i) {
+    return i < b->len ? b->events[i] : NULL;
+}
+
+weir_outputs *weir_batch_outputs(weir_batch *b, size_t i) {
+    if (i >= b->len) abort(); /* a bug in the handler: trap the call */
+    return &b->slots[i].out;
+}
+
+void weir_batch_fail(weir_batch *b, size_t i, weir_failure *failure) {
+    if (i >= b->len) abort();
+    b->slots[i].failure = failure;
+}
+
+void weir_batch_truncate(weir_batch *b, size_t count) {
+    if (count < b->count) b->count = count;
+}
+
+/* Whether the calls now run inside handle-batch (off wasm: weir_publish refuses). */
+static bool in_batch __attribute__((unused));
+
+/* The plugin's batch handler over `b`; with no weir_handle_batch, weir_handle
+ * per event (as the host does for a plugin that exports only `handle`). */
+__attribute__((unused)) static void run_batch(weir_batch *b) {
+    if (has_handle_batch) {
+        in_batch = true;
+        call_handle_batch(b);
+        in_batch = false;
+        return;
+    }
+    if (!has_handle) abort(); /* neither entry point: scripts/build-guest.sh refuses that */
+    for (size_t i = 0; i < b->len; i++) b->slots[i].failure = weir_handle(b->events[i], &b->slots[i].out);
+}
+
+/* One event: weir_handle, or else weir_handle_batch over a batch of one (as
+ * `handle` is derived then); NULL or the failure, the messages in `out`. */
+static weir_failure *run_one(const weir_event *e, weir_outputs *out) {
+    if (has_handle) return weir_handle(e, out);
+    if (!has_handle_batch) {
+        fputs("weir: the plugin defines neither weir_handle nor weir_handle_batch\n", stderr);
+        abort(); /* scripts/build-guest.sh refuses such a plugin */
+    }
+    weir_batch *b = batch_new(1);
+    b->events[0] = e;
+    call_handle_batch(b);
+    if (b->count != 1) return weir_reject("the batch handler did not return one result for one event");
+    *out = b->slots[0].out;
+    return b->slots[0].failure;
+}
+
+#ifdef __wasm__
+
 /* Strings handed to the bindings point into memory we own (borrowed). */
-static handler_string_t borrow(const char *s) {
-    return (handler_string_t){(uint8_t *)s, strlen(s)};
+static WB(string_t) borrow(const char *s) {
+    return (WB(string_t)){(uint8_t *)s, strlen(s)};
 }
 
 /* An owned (malloc'd) copy, as the canonical ABI frees returned values. */
-static handler_string_t owned(const char *s) {
-    handler_string_t r;
-    handler_string_dup(&r, s);
+static WB(string_t) owned(const char *s) {
+    WB(string_t) r;
+    WB(string_dup)(&r, s);
     return r;
 }
 
@@ -320,7 +448,7 @@ static void to_raw(const weir_message *m, weir_plugin_types_message_t *raw, bool
     raw->headers.len = m->header_count;
     raw->headers.ptr = NULL;
     if (m->header_count) {
-        handler_tuple2_string_string_t *h =
+        WB(tuple2_string_string_t) *h =
             own ? malloc(m->header_count * sizeof *h) : weir_alloc(m->header_count * sizeof *h);
         for (size_t i = 0; i < m->header_count; i++) {
             h[i].f0 = own ? owned(m->headers[i].name) : borrow(m->headers[i].name);
@@ -333,20 +461,20 @@ static void to_raw(const weir_message *m, weir_plugin_types_message_t *raw, bool
 const char *weir_publish(const weir_message *m) {
     weir_plugin_types_message_t raw;
     to_raw(m, &raw, false);
-    handler_string_t err;
+    WB(string_t) err;
     if (weir_plugin_host_publish(&raw, &err)) return NULL;
     char *reason = dup_n(err.ptr, err.len);
-    handler_string_free(&err);
+    WB(string_free)(&err);
     return reason;
 }
 
 /* ---- host ------------------------------------------------------------------- */
 
 const char *weir_config(const char *key) {
-    handler_string_t k = borrow(key), value;
+    WB(string_t) k = borrow(key), value;
     if (!weir_plugin_host_config(&k, &value)) return NULL;
     char *v = dup_n(value.ptr, value.len);
-    handler_string_free(&value);
+    WB(string_free)(&value);
     return v;
 }
 
@@ -355,50 +483,215 @@ void weir_log(weir_level level, const char *fmt, ...) {
     va_start(ap, fmt);
     char *text = vformat(fmt, ap);
     va_end(ap);
-    handler_string_t t = borrow(text);
+    WB(string_t) t = borrow(text);
     weir_plugin_host_log((weir_plugin_host_level_t)level, &t);
 }
 
-/* ---- the export ----------------------------------------------------------------- */
+/* ---- the exports ---------------------------------------------------------------- */
 
-bool exports_handler_handle(handler_event_t *e, handler_list_message_t *ret, handler_failure_t *err) {
-    weir_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.id = dup_n(e->id.ptr, e->id.len);
-    ev.subject = dup_n(e->subject.ptr, e->subject.len);
-    ev.payload = (const uint8_t *)dup_n(e->payload.ptr, e->payload.len);
-    ev.payload_len = e->payload.len;
-    ev.attempt = e->attempt;
-    if (e->reply_to.is_some) ev.reply_to = dup_n(e->reply_to.val.ptr, e->reply_to.val.len);
-    ev.header_count = e->headers.len;
-    ev.headers = weir_alloc((e->headers.len ? e->headers.len : 1) * sizeof(header));
+/* The event, copied into the arena (the export then frees the bindings' copy). */
+static weir_event *copy_event(const WB(event_t) *e) {
+    weir_event *ev = weir_alloc(sizeof *ev);
+    memset(ev, 0, sizeof *ev);
+    ev->id = dup_n(e->id.ptr, e->id.len);
+    ev->subject = dup_n(e->subject.ptr, e->subject.len);
+    ev->payload = (const uint8_t *)dup_n(e->payload.ptr, e->payload.len);
+    ev->payload_len = e->payload.len;
+    ev->attempt = e->attempt;
+    if (e->reply_to.is_some) ev->reply_to = dup_n(e->reply_to.val.ptr, e->reply_to.val.len);
+    ev->header_count = e->headers.len;
+    ev->headers = weir_alloc((e->headers.len ? e->headers.len : 1) * sizeof(header));
     for (size_t i = 0; i < e->headers.len; i++) {
-        ev.headers[i].name = dup_n(e->headers.ptr[i].f0.ptr, e->headers.ptr[i].f0.len);
-        ev.headers[i].value = dup_n(e->headers.ptr[i].f1.ptr, e->headers.ptr[i].f1.len);
+        ev->headers[i].name = dup_n(e->headers.ptr[i].f0.ptr, e->headers.ptr[i].f0.len);
+        ev->headers[i].value = dup_n(e->headers.ptr[i].f1.ptr, e->headers.ptr[i].f1.len);
     }
     if (e->principal.is_some) {
-        weir_plugin_types_principal_t *p = &e->principal.val;
-        ev.principal_subject = dup_n(p->subject.ptr, p->subject.len);
-        ev.principal_issuer = dup_n(p->issuer.ptr, p->issuer.len);
-        ev.principal_claims = dup_n(p->claims.ptr, p->claims.len);
+        const weir_plugin_types_principal_t *p = &e->principal.val;
+        ev->principal_subject = dup_n(p->subject.ptr, p->subject.len);
+        ev->principal_issuer = dup_n(p->issuer.ptr, p->issuer.len);
+        ev->principal_claims = dup_n(p->claims.ptr, p->claims.len);
     }
-    handler_event_free(e); /* an export owns its arguments */
+    return ev;
+}
 
-    weir_outputs out = {0};
-    weir_failure *f = weir_handle(&ev, &out);
-    bool ok = f == NULL;
-    if (ok) {
-        ret->len = out.count;
-        ret->ptr = malloc((out.count ? out.count : 1) * sizeof(handler_message_t));
+/* An outcome as the bindings return it (owned copies); true if ok. */
+static bool to_result(const weir_failure *f, const weir_outputs *out, WB(list_message_t) *ret,
+                      WB(failure_t) *err) {
+    if (f == NULL) {
+        ret->len = out->count;
+        ret->ptr = malloc((out->count ? out->count : 1) * sizeof(WB(message_t)));
         size_t i = 0;
-        for (weir_message *m = out.first; m; m = m->next) to_raw(m, &ret->ptr[i++], true);
-    } else {
-        err->tag = f->retry ? WEIR_PLUGIN_TYPES_FAILURE_RETRY : WEIR_PLUGIN_TYPES_FAILURE_REJECT;
-        handler_string_dup(f->retry ? &err->val.retry : &err->val.reject, f->message);
+        for (weir_message *m = out->first; m; m = m->next) to_raw(m, &ret->ptr[i++], true);
+        return true;
     }
+    err->tag = f->retry ? WEIR_PLUGIN_TYPES_FAILURE_RETRY : WEIR_PLUGIN_TYPES_FAILURE_REJECT;
+    WB(string_dup)(f->retry ? &err->val.retry : &err->val.reject, f->message);
+    return false;
+}
+
+bool WB_EXPORT(handle)(WB(event_t) *e, WB(list_message_t) *ret, WB(failure_t) *err) {
+    weir_event *ev = copy_event(e);
+    WB(event_free)(e); /* an export owns its arguments */
+    weir_outputs out = {0};
+    weir_failure *f = run_one(ev, &out);
+    bool ok = to_result(f, &out, ret, err);
     arena_free();
     return ok;
 }
+
+#ifdef WEIR_BATCH
+void WB_EXPORT(handle_batch)(WB(list_event_t) *events, WB(list_result_list_message_failure_t) *ret) {
+    weir_batch *b = batch_new(events->len);
+    for (size_t i = 0; i < events->len; i++) b->events[i] = copy_event(&events->ptr[i]);
+    WB(list_event_free)(events);
+    run_batch(b);
+    ret->len = b->count;
+    ret->ptr = malloc((b->count ? b->count : 1) * sizeof *ret->ptr);
+    for (size_t i = 0; i < b->count; i++) {
+        WB(result_list_message_failure_t) *r = &ret->ptr[i];
+        r->is_err = !to_result(b->slots[i].failure, &b->slots[i].out, &r->val.ok, &r->val.err);
+    }
+    arena_free();
+}
+#endif
+
+#else /* not __wasm__: the host calls served in-process, for unit tests */
+
+typedef struct kv {
+    struct kv *next;
+    char *key, *value;
+} kv;
+
+static kv *config;
+static const weir_message **published;
+static size_t published_count, published_cap;
+static struct logged {
+    weir_level level;
+    const char *text;
+} *logs;
+static size_t log_count, log_cap;
+
+static void *grow_array(void *p, size_t *cap, size_t count, size_t item) {
+    if (count < *cap) return p;
+    *cap = *cap ? *cap * 2 : 16;
+    p = realloc(p, *cap * item);
+    if (!p) abort();
+    return p;
+}
+
+const char *weir_publish(const weir_message *m) {
+    if (in_batch) return dup_str(WEIR_PUBLISH_IN_BATCH);
+    published = grow_array(published, &published_cap, published_count, sizeof *published);
+    published[published_count++] = m;
+    return NULL;
+}
+
+const char *weir_config(const char *key) {
+    for (kv *c = config; c; c = c->next)
+        if (strcmp(c->key, key) == 0) return dup_str(c->value);
+    return NULL;
+}
+
+void weir_log(weir_level level, const char *fmt, ...) {
+    static const char *names[] = {"trace", "debug", "info", "warn", "error"};
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = vformat(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "[%s] %s\n", level <= WEIR_ERROR ? names[level] : "?", text);
+    logs = grow_array(logs, &log_cap, log_count, sizeof *logs);
+    logs[log_count++] = (struct logged){level, text};
+}
+
+void weir_test_set_config(const char *key, const char *value) {
+    for (kv *c = config; c; c = c->next)
+        if (strcmp(c->key, key) == 0) {
+            free(c->value);
+            c->value = strdup(value);
+            return;
+        }
+    kv *c = malloc(sizeof *c);
+    if (!c) abort();
+    *c = (kv){config, strdup(key), strdup(value)};
+    config = c;
+}
+
+size_t weir_test_published_count(void) { return published_count; }
+const weir_message *weir_test_published(size_t i) { return i < published_count ? published[i] : NULL; }
+size_t weir_test_log_count(void) { return log_count; }
+
+const char *weir_test_log(size_t i, weir_level *level) {
+    if (i >= log_count) return NULL;
+    if (level) *level = logs[i].level;
+    return logs[i].text;
+}
+
+void weir_test_reset(void) {
+    while (config) {
+        kv *next = config->next;
+        free(config->key);
+        free(config->value);
+        free(config);
+        config = next;
+    }
+    published_count = log_count = 0;
+    in_batch = false;
+    arena_free();
+}
+
+weir_event *weir_test_event(const char *subject, const char *payload) {
+    weir_event *e = weir_alloc(sizeof *e);
+    memset(e, 0, sizeof *e);
+    e->id = dup_str("test");
+    e->subject = dup_str(subject);
+    e->payload_len = strlen(payload);
+    e->payload = (const uint8_t *)dup_n(payload, e->payload_len);
+    e->attempt = 1;
+    return e;
+}
+
+weir_event *weir_test_event_with_id(weir_event *e, const char *id) {
+    e->id = dup_str(id);
+    return e;
+}
+
+weir_event *weir_test_event_with_attempt(weir_event *e, uint32_t attempt) {
+    e->attempt = attempt;
+    return e;
+}
+
+weir_event *weir_test_event_with_reply_to(weir_event *e, const char *reply_to) {
+    e->reply_to = dup_str(reply_to);
+    return e;
+}
+
+weir_event *weir_test_event_with_header(weir_event *e, const char *name, const char *value) {
+    header *h = weir_alloc((e->header_count + 1) * sizeof *h);
+    if (e->header_count) memcpy(h, e->headers, e->header_count * sizeof *h);
+    h[e->header_count++] = (header){dup_str(name), dup_str(value)};
+    e->headers = h;
+    return e;
+}
+
+weir_result weir_test_run(const weir_event *e) {
+    weir_outputs *out = weir_alloc(sizeof *out);
+    memset(out, 0, sizeof *out);
+    weir_failure *f = run_one(e, out);
+    return (weir_result){f, f ? NULL : out};
+}
+
+size_t weir_test_run_batch(const weir_event *const *events, size_t n, weir_result *results) {
+    weir_batch *b = batch_new(n);
+    for (size_t i = 0; i < n; i++) b->events[i] = events[i];
+    run_batch(b);
+    for (size_t i = 0; i < b->count; i++) {
+        weir_failure *f = b->slots[i].failure;
+        results[i] = (weir_result){f, f ? NULL : &b->slots[i].out};
+    }
+    return b->count;
+}
+
+#endif /* __wasm__ */
 
 /* ---- JSON ---------------------------------------------------------------------- */
 

@@ -13,6 +13,29 @@
 //     return [Message.json("orders.seen", order).header("content-type", "application/json")];
 //   }
 //
+// Batches: a plugin whose subscription has `batch = { max_events = N }` may export
+// `handleBatch(events)` (an array of `Event`, 1 to N) instead of, or besides,
+// `handle`. It returns one entry per event, in order: that event's messages (an
+// array of `Message`, one `Message`, or null/undefined for none) or its failure,
+// a `Retry` or `Reject` *returned*, not thrown. Each event is settled on its own.
+// Inside handleBatch `publish` is refused (it throws `PublishError`): a message
+// leaves with the `ok` of the event whose entry carries it. A throw out of
+// handleBatch fails the whole call (it traps; the host splits the batch and runs
+// the halves again); `eachEvent` turns a per-event function's thrown failures
+// into entries. An entry of any other type rejects that event (logged):
+//
+//   import { Message, Reject, eachEvent } from "weir";
+//
+//   export function handleBatch(events) {
+//     return eachEvent(events, (event) => {
+//       const order = event.json();                // a thrown Reject: this event's entry
+//       if (!order.id) return new Reject("field `id` is missing");
+//       return Message.json("orders.seen", order);
+//     });
+//   }
+//
+// Without `handle`, events that come alone run as a batch of one.
+//
 // Host calls: publish, config, log and trace/debug/info/warn/error. Effects are
 // transactional: messages returned *and* published leave the host only if `handle`
 // returns normally. Build with `scripts/build-guest.sh DIR` (componentize-js
@@ -25,11 +48,19 @@
 // was published and logged, so `handle` unit-tests like any function.
 
 /** What the in-process host calls keep, for `weir/testing`. Internal. */
-export const _standIn = { config: new Map(), published: [], logs: [] };
+export const _standIn = { config: new Map(), published: [], logs: [], inBatch: false };
+
+/** What `publish` answers inside `handleBatch`, as the host does. */
+export const PUBLISH_IN_BATCH =
+  "host.publish is not available inside handle-batch: " +
+  "return each event's messages in its result, so they leave with that event's ok";
 
 let host = {
   log: (level, text) => void _standIn.logs.push([level, text]),
-  publish: (msg) => void _standIn.published.push(msg),
+  publish: (msg) => {
+    if (_standIn.inBatch) throw { payload: PUBLISH_IN_BATCH };
+    _standIn.published.push(msg);
+  },
   config: (key) => _standIn.config.get(key),
 };
 
@@ -298,4 +329,80 @@ export function _outputs(out) {
     }
   }
   return list;
+}
+
+/** Maps `fn` over `events` for a `handleBatch`: each event's entry is what `fn`
+ * returned for it, or the `Retry` or `Reject` it threw. Anything else thrown
+ * still fails the whole call. */
+export function eachEvent(events, fn) {
+  return Array.from(events, (event) => {
+    try {
+      return fn(event);
+    } catch (e) {
+      if (e instanceof Failure) return e;
+      throw e;
+    }
+  });
+}
+
+/** One entry of what `handleBatch` returned, as the host's `result`: `{tag: "ok",
+ * val: messages}` or `{tag: "err", val: failure}`. An entry of another type (or
+ * an array holding a non-Message) rejects that event, and is logged. Internal
+ * (dispatchBatch, weir/testing). */
+export function _batchEntry(entry, index) {
+  if (entry instanceof Failure) return { tag: "err", val: { tag: entry.kind, val: entry.message } };
+  if (entry === undefined || entry === null) return { tag: "ok", val: [] };
+  if (entry instanceof Message) return { tag: "ok", val: [entry] };
+  if (Array.isArray(entry) && entry.every((m) => m instanceof Message)) {
+    return { tag: "ok", val: entry };
+  }
+  const a = (word) => `${/^[aeiou]/i.test(word) ? "an" : "a"} ${word}`;
+  const what = Array.isArray(entry)
+    ? "an array holding something other than Message objects"
+    : entry instanceof Error
+      ? `${a(entry.name)} (only Retry and Reject are failures)`
+      : typeof entry === "object"
+        ? a(entry.constructor && entry.constructor !== Object ? entry.constructor.name : "plain object")
+        : a(typeof entry);
+  const reason = `handleBatch result ${index} is ${what}: an entry is Message(s), null, a Retry or a Reject`;
+  hostLog("error", reason);
+  return { tag: "err", val: { tag: "reject", val: reason } };
+}
+
+/** Runs the author's `handleBatch` on raw events and returns its entries as
+ * the list of results the host takes (used by the generated entry module).
+ * Anything thrown traps the call; the length is left for the host to judge. */
+export function dispatchBatch(handleBatch, raws) {
+  let out;
+  try {
+    out = handleBatch(Array.from(raws, Event.fromRaw));
+    if (out === undefined || out === null || typeof out === "string" || !out[Symbol.iterator]) {
+      throw new TypeError(`handleBatch must return an array (one entry per event), not ${out === null ? "null" : typeof out}`);
+    }
+    out = Array.from(out);
+  } catch (e) {
+    const hint = e instanceof Failure
+      ? ` (a ${e.name} thrown out of handleBatch fails the whole call: return it as that event's entry)`
+      : "";
+    hostLog("error", `uncaught ${e}${hint}${e && e.stack ? `\n${e.stack}` : ""}`);
+    throw e;
+  }
+  return out.map(_batchEntry);
+}
+
+/** One raw event through the author's `handleBatch`, as a batch of one: the
+ * generated `handle` when app.js exports only `handleBatch`. */
+export function dispatchOne(handleBatch, raw) {
+  const results = dispatchBatch(handleBatch, [raw]);
+  if (results.length !== 1) {
+    throw {
+      payload: {
+        tag: "reject",
+        val: `the batch handler returned ${results.length} results for one event`,
+      },
+    };
+  }
+  const [result] = results;
+  if (result.tag === "err") throw { payload: result.val };
+  return result.val;
 }

@@ -673,7 +673,8 @@ pub mod testing {
     }
 
     /// What [`publish`](crate::publish) answers inside a batch, as the host does.
-    pub const PUBLISH_IN_BATCH: &str = "host.publish is not available inside handle-batch: return each event's messages in its result";
+    pub const PUBLISH_IN_BATCH: &str = "host.publish is not available inside handle-batch: \
+        return each event's messages in its result, so they leave with that event's ok";
 
     /// Runs a batch handler over `events` as the host would: [`publish`](crate::publish)
     /// is refused meanwhile, and a result list of another length than the

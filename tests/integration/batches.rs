@@ -172,14 +172,50 @@ async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_batches_settle_every_event_on_its_own() {
-    every_fate_exact("batch", "BATCHRS", "batch.rust").await;
+    every_fate_exact(RUST.plugin, RUST.stream, RUST.prefix).await;
 }
+
+/// The same through the Python SDK's `handle_batch` (plugins/batch-python).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_batches_settle_every_event_on_its_own() {
+    every_fate_exact(PYTHON.plugin, PYTHON.stream, PYTHON.prefix).await;
+}
+
+/// A batch test plugin: its folder, stream and subject prefix.
+#[derive(Clone, Copy)]
+struct Lane {
+    plugin: &'static str,
+    stream: &'static str,
+    prefix: &'static str,
+}
+
+const RUST: Lane = Lane {
+    plugin: "batch",
+    stream: "BATCHRS",
+    prefix: "batch.rust",
+};
+const PYTHON: Lane = Lane {
+    plugin: "batch-python",
+    stream: "BATCHPY",
+    prefix: "batch.python",
+};
+const JS: Lane = Lane {
+    plugin: "batch-js",
+    stream: "BATCHJS",
+    prefix: "batch.js",
+};
+const C: Lane = Lane {
+    plugin: "batch-c",
+    stream: "BATCHC",
+    prefix: "batch.c",
+};
 
 /// `publish` `events` events before the host starts, so they come in one
 /// pull and one batch; run until all are settled (`failing` of them
 /// dead-lettered); the outputs, the dead letters and
 /// the plugin's counters.
 async fn one_batch(
+    lane: Lane,
     (events, failing): (usize, usize),
     edit: impl FnOnce(String) -> String,
     config: impl FnOnce(&mut weir_host::config::HostConfig),
@@ -191,12 +227,13 @@ async fn one_batch(
 ) {
     let server = NatsServer::start();
     let client = server.client().await;
-    create_stream(&client, "BATCHRS", &["batch.rust.>"]).await;
+    let subjects = format!("{}.>", lane.prefix);
+    create_stream(&client, lane.stream, &[&subjects]).await;
     let mut outputs = client.subscribe("batched.ok").await.expect("subscribe");
     let mut letters = client.subscribe("weir.dlq.>").await.expect("subscribe");
     publish(&client).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = bundle_copy("batch", dir.path(), edit);
+    let bundle = bundle_copy(lane.plugin, dir.path(), edit);
     let mut host_config = host_config(&server, &[bundle]);
     config(&mut host_config);
     let host = Host::start(&host_config).await.expect("host starts");
@@ -205,7 +242,7 @@ async fn one_batch(
     wait_settled(&stats, events as u64).await;
     let outputs = collect(&mut outputs, events - failing).await;
     let letters = collect(&mut letters, failing).await;
-    wait_consumer_idle(&client, "BATCHRS").await;
+    wait_consumer_idle(&client, lane.stream).await;
     host.stop().await.expect("host stops");
     (outputs, letters, stats)
 }
@@ -215,12 +252,35 @@ async fn one_batch(
 /// dead-lettered, as a `trap` naming the panic; the 63 others succeed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_event_is_found_by_bisection_and_dead_lettered_alone() {
+    trap_found_by_bisection(RUST).await;
+}
+
+/// The same with a Python `handle_batch` that raises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raising_python_event_is_found_by_bisection_and_dead_lettered_alone() {
+    trap_found_by_bisection(PYTHON).await;
+}
+
+/// The same with a JavaScript `handleBatch` that throws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throwing_js_event_is_found_by_bisection_and_dead_lettered_alone() {
+    trap_found_by_bisection(JS).await;
+}
+
+/// The same with a C `weir_handle_batch` that traps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_c_event_is_found_by_bisection_and_dead_lettered_alone() {
+    trap_found_by_bisection(C).await;
+}
+
+async fn trap_found_by_bisection(lane: Lane) {
     let payloads = ok_but(64, 41, "trap");
     let (outputs, letters, stats) = one_batch(
+        lane,
         (payloads.len(), 1),
         |m| m,
         |_| {},
-        async |client| publish_all(client, "batch.rust", &payloads).await,
+        async |client| publish_all(client, lane.prefix, &payloads).await,
     )
     .await;
     assert_eq!(letters.len(), 1);
@@ -248,6 +308,7 @@ async fn a_trapping_event_is_found_by_bisection_and_dead_lettered_alone() {
 async fn too_few_results_are_caught_and_bisected() {
     let payloads = ok_but(16, 5, "short");
     let (outputs, letters, stats) = one_batch(
+        RUST,
         (payloads.len(), 1),
         |m| m,
         |_| {},
@@ -303,6 +364,7 @@ async fn a_bad_producer_token_dead_letters_only_its_event() {
         kid: None,
     };
     let (outputs, letters, stats) = one_batch(
+        RUST,
         (payloads.len(), 1),
         |m| format!("{m}\n[auth]\nissuers = [\"producers\"]\n"),
         |config| config.auth.keys = vec![trusted],

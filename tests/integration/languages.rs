@@ -250,13 +250,22 @@ fn weir_new_plugins_build_and_pass_weir_test() {
     let cargo_target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    for lang in ["rust", "python", "js", "c"] {
-        let plugin = dir.path().join(format!("greeter-{lang}"));
-        let out = Command::new(WEIR)
-            .args(["new", &format!("greeter-{lang}"), "--lang", lang, "--dir"])
-            .arg(&plugin)
-            .output()
-            .expect("run weir new");
+    let shapes = ["rust", "python", "js", "c"]
+        .into_iter()
+        .flat_map(|lang| [(lang, false), (lang, true)]);
+    for (lang, batch) in shapes {
+        let name = match batch {
+            false => format!("greeter-{lang}"),
+            true => format!("greeter-{lang}-batch"),
+        };
+        let plugin = dir.path().join(&name);
+        let mut new = Command::new(WEIR);
+        new.args(["new", &name, "--lang", lang, "--dir"])
+            .arg(&plugin);
+        if batch {
+            new.arg("--batch");
+        }
+        let out = new.output().expect("run weir new");
         assert!(
             out.status.success(),
             "weir new --lang {lang}: {}",
@@ -297,10 +306,16 @@ fn weir_new_plugins_build_and_pass_weir_test() {
         let stdout = String::from_utf8_lossy(&test.stdout);
         assert!(test.status.success(), "{lang}: weir test failed\n{stdout}");
         assert!(
-            stdout.contains(&format!("greeter-{lang}: 3 passed, 0 failed")),
+            stdout.contains(&format!("{name}: 3 passed, 0 failed")),
             "{stdout}"
         );
-        assert!(stdout.contains("Hello, Ada!"), "{lang}: {stdout}");
+        assert!(stdout.contains("Hello, Ada!"), "{name}: {stdout}");
+        // A batch project runs its three events as one batch.
+        assert_eq!(
+            stdout.contains("greeting a batch of 3"),
+            batch,
+            "{name}: {stdout}"
+        );
     }
     // A second `weir new` into the same folder is refused, and names it.
     let again = Command::new(WEIR)
@@ -326,7 +341,7 @@ fn python_sdk_unit_tests_pass_natively() {
         .expect("python3 runs");
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("Ran 7 tests"), "{report}");
+    assert!(report.contains("Ran 12 tests"), "{report}");
 }
 
 /// The JavaScript SDK's own tests and an example plugin's unit tests, under
@@ -341,6 +356,7 @@ fn js_sdk_unit_tests_pass_under_node() {
         .arg("--test")
         .arg(root.join("sdk/js/tests"))
         .arg(root.join("plugins/enrich-order-js"))
+        .arg(root.join("plugins/batch-js"))
         .output()
         .expect("node runs");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -349,6 +365,26 @@ fn js_sdk_unit_tests_pass_under_node() {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("# tests 15\n"), "{report}");
+    assert!(report.contains("# tests 24\n"), "{report}");
     assert!(report.contains("# fail 0\n"), "{report}");
+}
+
+/// The C SDK's native tests and `plugins/batch-c`'s, under the address and
+/// undefined-behaviour sanitizers: off WebAssembly weir.c serves the host
+/// calls in-process, and weir_test_run / weir_test_run_batch run handlers.
+#[test]
+fn c_sdk_native_tests_pass() {
+    let root = repo_root();
+    for script in ["sdk/c/tests/run.sh", "plugins/batch-c/tests/run.sh"] {
+        let out = std::process::Command::new(root.join(script))
+            .output()
+            .expect("run the C tests");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{script}:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!report.trim().is_empty(), "{script} printed no verdict");
+    }
 }

@@ -1,6 +1,7 @@
 //! The relays under test, each started on its own connection and stopped
 //! after its run: native async-nats, raw wasmtime (fresh or warm), and weir
-//! (an in-process `Host` with the relay bundle, either isolation).
+//! (an in-process `Host` with the relay bundle, either isolation, and event
+//! isolation with batches of 64).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,6 +17,9 @@ use super::raw::Raw;
 const WEIR_QUEUE: u32 = 1 << 18;
 /// Events weir runs at once (as the JetStream bench).
 const WEIR_IN_FLIGHT: u32 = 64;
+/// Events per call for `weir_event_b64`; its calls at once are
+/// `max(WEIR_IN_FLIGHT / BATCH, 2)`, as in the JetStream bench.
+const BATCH: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relay {
@@ -24,15 +28,17 @@ pub enum Relay {
     RawWarm,
     WeirEvent,
     WeirReuse,
+    WeirEventBatch,
 }
 
 impl Relay {
-    pub const ALL: [Relay; 5] = [
+    pub const ALL: [Relay; 6] = [
         Relay::Native,
         Relay::RawWarm,
         Relay::RawFresh,
         Relay::WeirReuse,
         Relay::WeirEvent,
+        Relay::WeirEventBatch,
     ];
 
     /// The figure's name in the table and the SUMMARY line.
@@ -43,6 +49,7 @@ impl Relay {
             Relay::RawWarm => "raw_warm",
             Relay::WeirEvent => "weir_event",
             Relay::WeirReuse => "weir_reuse",
+            Relay::WeirEventBatch => "weir_event_b64",
         }
     }
 
@@ -53,11 +60,15 @@ impl Relay {
             Relay::RawWarm => "raw wasmtime, one warm instance",
             Relay::WeirEvent => "weir, isolation = event",
             Relay::WeirReuse => "weir, isolation = reuse",
+            Relay::WeirEventBatch => "weir, isolation = event, batches of 64",
         }
     }
 
     pub fn is_weir(self) -> bool {
-        matches!(self, Relay::WeirEvent | Relay::WeirReuse)
+        matches!(
+            self,
+            Relay::WeirEvent | Relay::WeirReuse | Relay::WeirEventBatch
+        )
     }
 }
 
@@ -91,8 +102,9 @@ impl Setup {
         let relay = repo.join("plugins/relay");
         let bundles = dir.to_path_buf();
         for isolation in ["event", "reuse"] {
-            bundle(&relay, &bundles.join(isolation), isolation);
+            bundle(&relay, &bundles.join(isolation), isolation, None);
         }
+        bundle(&relay, &bundles.join("event-b64"), "event", Some(BATCH));
         Self {
             raw: Raw::load(&relay.join("relay.wasm")),
             url,
@@ -107,15 +119,16 @@ impl Setup {
             Relay::RawWarm => Running::Task(start_raw(&self.url, self.raw.clone(), false).await),
             Relay::WeirEvent => Running::Weir(Box::new(self.weir("event").await)),
             Relay::WeirReuse => Running::Weir(Box::new(self.weir("reuse").await)),
+            Relay::WeirEventBatch => Running::Weir(Box::new(self.weir("event-b64").await)),
         }
     }
 
-    async fn weir(&self, isolation: &str) -> Host {
+    async fn weir(&self, bundle: &str) -> Host {
         let mut config = HostConfig::default();
         config.nats.url = self.url.parse().expect("the bench server URL parses");
         config.nats.subscription_capacity = 1 << 20;
         config.plugins.dirs = Vec::new();
-        config.plugins.bundles = vec![self.bundles.join(isolation)];
+        config.plugins.bundles = vec![self.bundles.join(bundle)];
         config.sandbox.cache_dir =
             Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"));
         let host = Host::start(&config).await.expect("host starts");
@@ -159,15 +172,29 @@ async fn native(url: &str) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// `plugins/relay` as a bundle in `dst` with the bench's limits.
-fn bundle(src: &Path, dst: &Path, isolation: &str) {
+/// `plugins/relay` as a bundle in `dst` with the bench's limits, and with
+/// `batch` events per call when given (gathered for at most 5 ms).
+fn bundle(src: &Path, dst: &Path, isolation: &str, batch: Option<u32>) {
     std::fs::create_dir_all(dst).expect("bundle dir");
     std::fs::copy(src.join("relay.wasm"), dst.join("relay.wasm"))
         .expect("plugins/relay is built (scripts/build-plugins.sh)");
     let manifest = std::fs::read_to_string(src.join("plugin.toml")).expect("relay plugin.toml");
     assert!(!manifest.contains("[limits]"), "the relay sets no limits");
+    let subscribe = "subject = \"in.>\"\n";
+    assert!(manifest.contains(subscribe), "the relay subscribes to in.>");
+    let (manifest, in_flight) = match batch {
+        None => (manifest, WEIR_IN_FLIGHT),
+        Some(size) => (
+            manifest.replacen(
+                subscribe,
+                &format!("{subscribe}batch = {{ max_events = {size}, max_wait_ms = 5 }}\n"),
+                1,
+            ),
+            (WEIR_IN_FLIGHT / size).max(2),
+        ),
+    };
     let limits = format!(
-        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {WEIR_IN_FLIGHT}\nqueue = {WEIR_QUEUE}\n"
+        "\n[limits]\nisolation = \"{isolation}\"\nmax_in_flight = {in_flight}\nqueue = {WEIR_QUEUE}\n"
     );
     std::fs::write(dst.join("plugin.toml"), manifest + &limits).expect("write manifest");
 }

@@ -15,6 +15,9 @@ import {
   Retry,
   config,
   dispatch,
+  dispatchBatch,
+  dispatchOne,
+  eachEvent,
   error,
   info,
   log,
@@ -135,6 +138,119 @@ describe("host calls under node (weir/testing)", () => {
     const e = new PublishError("too many outputs");
     assert.equal(e.name, "PublishError");
     assert.equal(e.message, "too many outputs");
+  });
+});
+
+describe("batches (handleBatch)", () => {
+  beforeEach(() => testing.reset());
+
+  const raw = (payload, attempt = 1) => ({
+    id: `e-${payload}`, subject: "b", payload: bytes(payload), headers: [], attempt,
+  });
+
+  test("runBatch gives one entry per event: messages or its failure", () => {
+    const one = new Message("a", "1");
+    const out = testing.runBatch(
+      (events) => events.map((e) => {
+        switch (e.text()) {
+          case "many": return [one, one];
+          case "one": return one;
+          case "none": return null;
+          case "retry": return new Retry("later");
+          default: return new Reject(`bad ${e.text()}`);
+        }
+      }),
+      ["many", "one", "none", "retry", "x"].map((p) => new Event("b", p)),
+    );
+    assert.deepEqual(out.slice(0, 3), [[one, one], [one], []]);
+    assert.ok(out[3] instanceof Retry);
+    assert.equal(out[3].message, "later");
+    assert.ok(out[4] instanceof Reject);
+  });
+
+  test("runBatch refuses publish as the host does, and only meanwhile", () => {
+    let refused;
+    testing.runBatch(
+      (events) => events.map((e) => {
+        try {
+          publish(e.toMessage("x"));
+        } catch (err) {
+          refused = err;
+        }
+        return [];
+      }),
+      [new Event("b", "p")],
+    );
+    assert.deepEqual(testing.takePublished(), []);
+    assert.ok(refused instanceof PublishError);
+    assert.equal(refused.message, testing.PUBLISH_IN_BATCH);
+    assert.match(refused.message, /handle-batch/);
+    assert.throws(() => testing.runBatch(() => { throw new RangeError("bug"); }, []), RangeError);
+    publish(new Message("s", "p"));
+    assert.deepEqual(testing.takePublished(), [new Message("s", "p")]);
+  });
+
+  test("runBatch throws on a result count other than the events'", () => {
+    const events = [new Event("b", "1"), new Event("b", "2")];
+    assert.throws(
+      () => testing.runBatch((es) => es.slice(1).map(() => []), events),
+      { message: "the batch handler returned 1 results for 2 events" },
+    );
+    assert.throws(() => testing.runBatch(() => undefined, events), TypeError);
+  });
+
+  test("an entry of another type rejects that event alone, logged", () => {
+    const out = testing.runBatch(
+      () => [[new Message("a", "1")], { subject: "a" }, [new Message("a", "2"), "x"], new Error("e")],
+      [1, 2, 3, 4].map((n) => new Event("b", String(n))),
+    );
+    assert.deepEqual(out[0], [new Message("a", "1")]);
+    for (const [i, what] of [[1, /result 1 is a plain object/], [2, /result 2 is an array/], [3, /result 3 is an Error \(only/]]) {
+      assert.ok(out[i] instanceof Reject, `${i}`);
+      assert.match(out[i].message, what);
+    }
+    assert.equal(testing.takeLogs().length, 3);
+  });
+
+  test("eachEvent turns thrown failures into entries; other throws escape", () => {
+    const out = testing.runBatch(
+      (events) => eachEvent(events, (e) => e.toMessage(`n.${e.json().n}`)),
+      [new Event("b", '{"n": 1}'), new Event("b", "{")],
+    );
+    assert.deepEqual(out[0], [new Message("n.1", '{"n": 1}')]);
+    assert.ok(out[1] instanceof Reject);
+    assert.throws(() => eachEvent([1], () => { throw new RangeError("bug"); }), RangeError);
+  });
+
+  test("dispatchBatch lifts entries as componentize-js expects; a throw traps", () => {
+    const handler = (events) => events.map((e) =>
+      e.text() === "ok" ? [e.toMessage("y")] : new Retry(`r${e.attempt}`));
+    assert.deepEqual(dispatchBatch(handler, [raw("ok"), raw("no", 2)]), [
+      { tag: "ok", val: [new Message("y", "ok")] },
+      { tag: "err", val: { tag: "retry", val: "r2" } },
+    ]);
+    // The length is the host's to judge (it splits the batch).
+    assert.equal(dispatchBatch(() => [], [raw("a")]).length, 0);
+    assert.throws(() => dispatchBatch(() => { throw new Retry("all"); }, [raw("a")]), Retry);
+    const [[level, text]] = testing.takeLogs();
+    assert.equal(level, "error");
+    assert.match(text, /^uncaught Retry: all \(a Retry thrown out of handleBatch fails the whole call/);
+  });
+
+  test("dispatchOne runs one event as a batch of one", () => {
+    const handler = (events) => events.map((e) =>
+      e.text() === "ok" ? e.toMessage("y") : new Reject("no"));
+    assert.deepEqual(dispatchOne(handler, raw("ok")), [new Message("y", "ok")]);
+    assert.throws(() => dispatchOne(handler, raw("bad")), (thrown) => {
+      assert.deepEqual(thrown, { payload: { tag: "reject", val: "no" } });
+      return true;
+    });
+    assert.throws(() => dispatchOne(() => [], raw("ok")), (thrown) => {
+      assert.deepEqual(thrown, {
+        payload: { tag: "reject", val: "the batch handler returned 0 results for one event" },
+      });
+      return true;
+    });
   });
 });
 

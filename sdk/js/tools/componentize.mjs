@@ -2,12 +2,18 @@
 //
 //   node componentize.mjs WIT_DIR PLUGIN_DIR OUT.wasm
 //
-// PLUGIN_DIR holds app.js (exporting `handle(event)`) and any modules it imports
-// by relative path. They are copied into a scratch folder beside the SDK (weir.js),
-// with the bare import "weir" pointed at it, and an entry module that binds the
-// host's imports for the SDK and exports the world's `handle` is added; componentize-js's `componentize()` builds that (the
-// jco CLI's componentize is broken with the preview2-shim it nests). No AOT
+// PLUGIN_DIR holds app.js (exporting `handle(event)`, `handleBatch(events)` or
+// both) and any modules it imports by relative path. They are copied into a
+// scratch folder beside the SDK (weir.js), with the bare import "weir" pointed at
+// it, and an entry module that binds the host's imports for the SDK and exports
+// the world's functions is added; componentize-js's `componentize()` builds that
+// (the jco CLI's componentize is broken with the preview2-shim it nests). No AOT
 // (weval would download a binary).
+//
+// The world follows app.js's exports (read with es-module-lexer): `handle` alone
+// builds world `handler`, as before batches; with `handleBatch` it is
+// `handler-and-batch`, exporting `handle-batch` and `handle` (the app's own, or
+// else a batch of one through `handleBatch`).
 //
 // Every module is first checked by node itself, so a syntax error is reported
 // as `<file>:<line>:<col>: SyntaxError: ...` with its line, not as the module
@@ -92,6 +98,10 @@ try {
     await mkdir(dirname(join(scratch, "app", file)), { recursive: true });
     await writeFile(join(scratch, "app", file), source);
   }
+  // Which of handle and handleBatch app.js exports decides the world.
+  const [, appExports] = parse(sources.get("app.js"), "app.js");
+  const names = new Set(appExports.map((e) => e.n));
+  const batch = names.has("handleBatch");
   await cp(sdk, join(scratch, "weir.js"));
   // The SDK imports nothing: bind.js gives it the component's host imports,
   // and is imported first, so they are bound before any plugin module runs.
@@ -102,19 +112,32 @@ import { _bindHost } from "./weir.js";
 _bindHost({ config, log, publish });
 `,
   );
-  await writeFile(
-    join(scratch, "entry.js"),
-    `import "./bind.js";
+  let entry;
+  if (!batch) {
+    entry = `import "./bind.js";
 import { dispatch } from "./weir.js";
 import * as app from "./app/app.js";
-if (typeof app.handle !== "function") throw new Error("app.js must export a function handle(event)");
+if (typeof app.handle !== "function") throw new Error("app.js must export a function handle(event) or handleBatch(events)");
 export function handle(e) { return dispatch(app.handle, e); }
-`,
-  );
+`;
+  } else {
+    const handle = names.has("handle")
+      ? `if (typeof app.handle !== "function") throw new Error("app.js: handle must be a function handle(event)");
+export function handle(e) { return dispatch(app.handle, e); }`
+      : `export function handle(e) { return dispatchOne(app.handleBatch, e); }`;
+    entry = `import "./bind.js";
+import { dispatch, dispatchBatch, dispatchOne } from "./weir.js";
+import * as app from "./app/app.js";
+if (typeof app.handleBatch !== "function") throw new Error("app.js: handleBatch must be a function handleBatch(events)");
+export function handleBatch(events) { return dispatchBatch(app.handleBatch, events); }
+${handle}
+`;
+  }
+  await writeFile(join(scratch, "entry.js"), entry);
   const { component } = await componentize({
     sourcePath: join(scratch, "entry.js"),
     witPath: resolve(witDir),
-    worldName: "handler",
+    worldName: batch ? "handler-and-batch" : "handler",
     disableFeatures: ["http", "fetch-event"],
     enableAot: false,
   });

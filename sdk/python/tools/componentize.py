@@ -10,6 +10,10 @@ guest's own message with the mounts mapped back to real paths, a syntax error
 as ``<path>:<line>:<col>: SyntaxError: ...`` with its line and a caret, and
 exits 1. The source is not checked with this python3 first: an older CPython
 would refuse syntax the guest accepts (PEP 701 f-strings, ``type`` aliases).
+
+A plugin whose app.py defines ``handle_batch`` at its top level is built
+against world ``handler-and-batch`` (entry module weir_sdk.batch_component);
+any other against world ``handler`` (weir_sdk.component), as before batches.
 """
 
 import os
@@ -28,6 +32,25 @@ SYNTAX = re.compile(
     r"    (?P<caret> *\^+)\n"
     r"(?P<message>(?:SyntaxError|IndentationError|TabError): .*)"
 )
+
+
+# A top-level definition of handle_batch: `def`, `async def`, an assignment or an import.
+BATCH = re.compile(
+    r"^(?:(?:async\s+)?def\s+handle_batch\b|handle_batch\s*[:=]|(?:from\s+\S+\s+)?import\s.*\bhandle_batch\b)",
+    re.M,
+)
+
+
+def world_of(plugin: str) -> tuple:
+    """The world to build and the SDK's entry module for it."""
+    try:
+        with open(os.path.join(plugin, "app.py"), encoding="utf-8") as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError):
+        source = ""  # componentize-py reports a missing or unreadable app.py itself
+    if BATCH.search(source):
+        return "handler-and-batch", "weir_sdk.batch_component"
+    return "handler", "weir_sdk.component"
 
 
 def real_path(path: str, mounts: dict) -> str:
@@ -68,9 +91,10 @@ def main() -> int:
         return 2
     wit, plugin, sdk, out = sys.argv[1:]
     mounts = {"/0/": os.path.abspath(plugin), "/1/": os.path.abspath(sdk)}
+    world, entry = world_of(plugin)
     sys.argv = [
-        "componentize-py", "-d", wit, "-w", "handler",
-        "componentize", "weir_sdk.component", "-p", plugin, "-p", sdk, "-o", out,
+        "componentize-py", "-d", wit, "-w", world,
+        "componentize", entry, "-p", plugin, "-p", sdk, "-o", out,
     ]
     try:
         script()

@@ -19,6 +19,32 @@ Host calls: :func:`publish`, :func:`config`, :func:`log` and :func:`trace`,
 messages returned *and* messages given to :func:`publish` leave the host only if
 ``handle`` returns normally.
 
+Batches: a subscription with ``batch = { max_events = 100 }`` in plugin.toml
+hands the plugin up to 100 events in one call. Define ``handle_batch(events)``
+in ``app.py`` returning one outcome per event, in order: its messages (a list of
+:class:`Message`, one :class:`Message`, or ``None``) or a :class:`Retry` /
+:class:`Reject` *returned*, not raised. Each event is then settled on its own::
+
+    def handle_batch(events: list[weir.Event]) -> list:
+        out = []
+        for event in events:
+            if not event.payload:
+                out.append(weir.Reject("empty payload"))
+            else:
+                out.append([event.to_message("seen")])
+        return out
+
+:func:`each_event` maps a per-event function and turns the Retry or Reject it
+raises into that event's outcome.
+
+Inside ``handle_batch``, :func:`publish` raises :class:`PublishError` (a message
+belongs to the event whose outcome carries it). An exception out of
+``handle_batch`` fails the whole call: the host splits the batch and runs the
+halves again until the event that causes it runs alone (where a raised
+:class:`Retry` or :class:`Reject` is that event's outcome). With
+``handle_batch`` and no ``handle``, an event that comes alone is a batch of
+one. :func:`weir_sdk.testing.run_batch` runs one off WebAssembly.
+
 Build with ``scripts/build-guest.sh DIR`` (componentize-py underneath). Off
 WebAssembly (plain CPython, e.g. under pytest) the host calls are served by
 :mod:`weir_sdk.testing`, so a handler is an ordinary function to unit-test.
@@ -36,6 +62,7 @@ __all__ = [
     "Retry",
     "Reject",
     "PublishError",
+    "each_event",
     "LEVELS",
     "publish",
     "config",
@@ -54,11 +81,12 @@ try:  # inside the component: componentize-py's generated bindings
     from wit_world.imports import host as _host  # type: ignore[import-not-found]
     from wit_world.imports import types as _types  # type: ignore[import-not-found]
     from componentize_py_types import Err as _Err  # type: ignore[import-not-found]
+    from componentize_py_types import Ok as _Ok  # type: ignore[import-not-found]
 
     _LEVEL = {name: _host.Level(i) for i, name in enumerate(LEVELS)}
     ON_WASM = True
 except ImportError:  # plain CPython: weir_sdk.testing serves the host calls
-    _host = _types = _Err = None
+    _host = _types = _Err = _Ok = None
     _LEVEL = {}
     ON_WASM = False
 
@@ -281,6 +309,8 @@ def publish(msg: Message) -> None:
     if not ON_WASM:
         from . import testing
 
+        if testing._in_batch:
+            raise PublishError(testing.PUBLISH_IN_BATCH)
         testing._published.append(msg)
         return
     try:
@@ -342,31 +372,120 @@ def round_half_away(x: float, digits: int = 0) -> float:
     return t / scale
 
 
+def each_event(events, fn) -> list:
+    """Map ``fn`` over ``events`` for a ``handle_batch``: each event's outcome is
+    what ``fn`` returned for it, or the :class:`Retry` / :class:`Reject` it
+    raised (such as the Reject of ``event.json()`` on bad JSON). Any other
+    exception still fails the whole call."""
+    out = []
+    for event in events:
+        try:
+            out.append(fn(event))
+        except Failure as f:
+            out.append(f)
+    return out
+
+
+def _raw_messages(out) -> list:
+    """A handler's messages (a list, one Message, or None) as raw WIT messages;
+    TypeError for anything else."""
+    if out is None:
+        return []
+    if isinstance(out, Message):
+        return [out._raw()]
+    if not isinstance(out, (list, tuple)):
+        raise TypeError(f"messages are a list of weir_sdk.Message, not {type(out).__name__}")
+    raw = []
+    for m in out:
+        if not isinstance(m, Message):
+            raise TypeError(f"handle must return weir_sdk.Message objects, got {type(m).__name__}")
+        raw.append(m._raw())
+    return raw
+
+
+def _outcome(index: int, out):
+    """One entry of ``handle_batch``'s list, as :func:`weir_sdk.testing.run_batch`
+    returns it: a list of Message, or a Failure. An entry of another type is
+    that event's Reject, naming the type (the neighbours are unaffected)."""
+    if isinstance(out, Failure):
+        return out
+    if out is None:
+        return []
+    if isinstance(out, Message):
+        return [out]
+    if isinstance(out, (list, tuple)) and all(isinstance(m, Message) for m in out):
+        return list(out)
+    return Reject(
+        f"handle_batch result {index} is a {type(out).__name__}: expected a list of"
+        " weir_sdk.Message, a Message, None, a Retry or a Reject"
+    )
+
+
+def _raw_failure(f: Failure):
+    if isinstance(f, Retry):
+        return _types.Failure_Retry(f.message)
+    return _types.Failure_Reject(f.message)
+
+
+def _log_uncaught(e: BaseException) -> None:
+    """Tell the host why the instance is about to trap, so the dead letter's
+    Weir-Error names it."""
+    text = f"uncaught {type(e).__name__}: {e}"
+    try:
+        text += "\n" + "".join(_traceback.format_tb(e.__traceback__)[-4:])
+    except BaseException:  # a traceback is a bonus, never a second failure
+        pass
+    _host.log(_LEVEL["error"], text)
+
+
+def _dispatch_batch(handle_batch, raw_events):
+    """Run the author's ``handle_batch``; used by weir_sdk.batch_component.
+    A list of another length than the events goes back as it is: the host
+    reports it and splits the batch."""
+    events = [Event._from_raw(e) for e in raw_events]
+    try:
+        results = handle_batch(events)
+        if not isinstance(results, (list, tuple)):
+            raise TypeError(f"handle_batch must return a list, not {type(results).__name__}")
+    except Failure as f:
+        if len(events) == 1:  # alone, a raised failure is this event's own
+            return [_Err(_raw_failure(f))]
+        _host.log(
+            _LEVEL["error"],
+            f"handle_batch raised {f!r} for a batch of {len(events)}: the host splits the"
+            " batch; return a Retry or Reject in the event's place instead",
+        )
+        raise
+    except BaseException as e:
+        _log_uncaught(e)
+        raise
+    raw = []
+    for i, out in enumerate(results):
+        out = _outcome(i, out)
+        if isinstance(out, Failure):
+            raw.append(_Err(_raw_failure(out)))
+        else:
+            raw.append(_Ok([m._raw() for m in out]))
+    return raw
+
+
+def _dispatch_one(handle_batch, raw_event):
+    """One event through ``handle_batch`` (a batch of one), as ``handle``."""
+    results = _dispatch_batch(handle_batch, [raw_event])
+    if len(results) != 1:
+        raise _Err(_types.Failure_Reject(f"handle_batch returned {len(results)} results for 1 event"))
+    if isinstance(results[0], _Err):
+        raise results[0]
+    return results[0].value
+
+
 def _dispatch(handle, raw_event):
     """Run the author's ``handle`` on a raw event; used by weir_sdk.component."""
     try:
-        out = handle(Event._from_raw(raw_event))
-        if out is None:
-            return []
-        if isinstance(out, Message):
-            out = [out]
-        raw = []
-        for m in out:
-            if not isinstance(m, Message):
-                raise TypeError(f"handle must return weir_sdk.Message objects, got {type(m).__name__}")
-            raw.append(m._raw())
-        return raw
+        return _raw_messages(handle(Event._from_raw(raw_event)))
     except Failure as f:
-        if isinstance(f, Retry):
-            raise _Err(_types.Failure_Retry(f.message)) from None
-        raise _Err(_types.Failure_Reject(f.message)) from None
+        raise _Err(_raw_failure(f)) from None
     except BaseException as e:
-        # An uncaught exception traps the instance (like a Rust panic): tell the
-        # host why first, so the dead letter's Weir-Error names it.
-        text = f"uncaught {type(e).__name__}: {e}"
-        try:
-            text += "\n" + "".join(_traceback.format_tb(e.__traceback__)[-4:])
-        except BaseException:  # a traceback is a bonus, never a second failure
-            pass
-        _host.log(_LEVEL["error"], text)
+        # An uncaught exception traps the instance (like a Rust panic).
+        _log_uncaught(e)
         raise

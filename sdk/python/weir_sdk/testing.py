@@ -10,11 +10,43 @@ Off WebAssembly, :func:`weir_sdk.config` reads values set with :func:`set_config
     testing.reset()
     testing.set_config("currency", "EUR")
     out = app.handle(Event("orders.created.eu", b'{"id": "o-1", ...}'))
+
+A batch handler runs with :func:`run_batch`, as the host would run it.
 """
 
 _config = {}
 _published = []
 _logs = []
+_in_batch = False
+
+#: What :func:`weir_sdk.publish` raises inside a batch, as the host answers.
+PUBLISH_IN_BATCH = (
+    "host.publish is not available inside handle-batch:"
+    " return each event's messages in its result, so they leave with that event's ok"
+)
+
+
+def run_batch(handle_batch, events: list) -> list:
+    """Run ``handle_batch`` over ``events`` as the host would, and return one
+    outcome per event: a list of :class:`weir_sdk.Message`, or the
+    :class:`weir_sdk.Retry` / :class:`weir_sdk.Reject` returned for it (an entry
+    of another type comes back as a Reject naming it). Meanwhile
+    :func:`weir_sdk.publish` raises PublishError. An exception out of
+    ``handle_batch`` propagates; a list of another length than the events is
+    an AssertionError naming both (the host would split the batch)."""
+    from . import _outcome
+
+    global _in_batch
+    _in_batch = True
+    try:
+        results = handle_batch(list(events))
+    finally:
+        _in_batch = False
+    if not isinstance(results, (list, tuple)):
+        raise TypeError(f"handle_batch must return a list, not {type(results).__name__}")
+    if len(results) != len(events):
+        raise AssertionError(f"handle_batch returned {len(results)} results for {len(events)} events")
+    return [_outcome(i, out) for i, out in enumerate(results)]
 
 
 def set_config(key: str, value: str) -> None:
@@ -39,6 +71,8 @@ def take_logs() -> list:
 
 
 def reset() -> None:
+    global _in_batch
+    _in_batch = False
     _config.clear()
     _published.clear()
     _logs.clear()
