@@ -78,6 +78,10 @@ pub struct Stats {
     /// Batches that failed as a whole and were split in halves to find the
     /// event that fails them.
     pub batch_splits: AtomicU64,
+    /// Events of an `order_by` subscription that waited behind an earlier
+    /// event of their key, and how many wait now (a gauge).
+    pub order_waits: AtomicU64,
+    pub order_waiting: AtomicI64,
     /// How long each handler attempt took, instantiation included.
     pub attempt_seconds: Seconds,
     /// How long publishing an event's outputs took until the server had them
@@ -116,6 +120,10 @@ impl Stats {
 
     pub fn drop_gauge(gauge: &AtomicI64) {
         gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn add_gauge(gauge: &AtomicI64, n: i64) {
+        gauge.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A gauge up by one until the returned guard drops.

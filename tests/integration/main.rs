@@ -56,6 +56,8 @@ mod malformed;
 mod metrics;
 /// A plugin cannot starve the others; outputs cost no API request each.
 mod neighbours;
+/// Order per key with order_by: one event of a key at a time, in stream order (issue 18).
+mod ordering;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
 mod servers;
 /// SIGTERM hands every delivery back and exits, spinning guests or not.

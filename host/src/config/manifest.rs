@@ -70,6 +70,10 @@ pub struct Subscription {
     /// Events handed to the plugin's `handle-batch` together; off when absent.
     #[serde(default)]
     pub batch: Option<BatchSpec>,
+    /// jetstream: events of one key (see [`OrderBy`]) run one at a time, in
+    /// stream order; off when absent.
+    #[serde(default)]
+    pub order_by: Option<super::OrderBy>,
 }
 
 /// `batch = { max_events = 100, max_wait_ms = 20 }` on a `[[subscribe]]`.
@@ -281,6 +285,20 @@ impl Manifest {
             {
                 return err(field("queue"), format!("{q:?} is not a queue group name"));
             }
+            if sub.order_by.is_some() {
+                if sub.mode != DeliveryMode::Jetstream {
+                    return err(
+                        field("order_by"),
+                        "only a jetstream subscription keeps order per key (core NATS redelivers nothing to order)".into(),
+                    );
+                }
+                if sub.batch.is_some() {
+                    return err(
+                        field("order_by"),
+                        "order_by and batch cannot be combined: a batch runs events of one key together".into(),
+                    );
+                }
+            }
             if let Some(batch) = &sub.batch {
                 if !(1..=BatchSpec::MAX_EVENTS).contains(&batch.max_events) {
                     return err(
@@ -418,6 +436,24 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("name"));
         let e = manifest(&format!("{MINIMAL}mode = \"jetstream\"\n")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("subscribe[0].stream"));
+        // order_by: jetstream only, never with batch, in one of two forms.
+        let e = manifest(&format!("{MINIMAL}order_by = \"subject:2\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].order_by"));
+        assert!(e.message.contains("only a jetstream subscription"), "{e}");
+        let js = format!("{MINIMAL}mode = \"jetstream\"\nstream = \"S\"\n");
+        let ok = manifest(&format!("{js}order_by = \"header:Order-Id\"\n")).unwrap();
+        assert_eq!(
+            ok.subscribe[0].order_by,
+            Some(super::super::OrderBy::Header("Order-Id".into()))
+        );
+        let e = manifest(&format!(
+            "{js}order_by = \"subject:2\"\nbatch = {{ max_events = 4 }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].order_by"));
+        let e = manifest(&format!("{js}order_by = \"token:2\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subscribe[0].order_by"));
+        assert!(e.to_string().contains("subject:N"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod host;
 mod http;
 mod locate;
 mod manifest;
+mod order;
 mod servers;
 mod telemetry;
 
@@ -22,6 +23,7 @@ pub use deploy::DeployConfig;
 pub use host::*;
 pub use http::HttpConfig;
 pub use manifest::*;
+pub use order::OrderBy;
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
 pub use telemetry::TelemetryConfig;
 

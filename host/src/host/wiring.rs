@@ -140,13 +140,32 @@ pub(super) async fn subscribe_plugin(
     ctx.feeders.spawn(follower.run(wiring.clone()));
     let (current, versions) = watch::channel(plugin.clone());
     let serving = TaskTracker::new();
-    serving.spawn(pipeline::serve_versions(
-        versions,
-        sink.clone(),
-        rx,
-        ctx.events.clone(),
-        ctx.stop.clone(),
-    ));
+    if pipeline::order::any_ordered(plugin) {
+        // One event per key at a time: the lanes go between the readers and
+        // the pipeline.
+        let (ordered, rx_ordered) = mpsc::channel(capacity);
+        serving.spawn(pipeline::order::lanes(
+            plugin.clone(),
+            rx,
+            ordered,
+            ctx.stop.clone(),
+        ));
+        serving.spawn(pipeline::serve_versions(
+            versions,
+            sink.clone(),
+            rx_ordered,
+            ctx.events.clone(),
+            ctx.stop.clone(),
+        ));
+    } else {
+        serving.spawn(pipeline::serve_versions(
+            versions,
+            sink.clone(),
+            rx,
+            ctx.events.clone(),
+            ctx.stop.clone(),
+        ));
+    }
     for tracker in [&core_readers, &serving] {
         tracker.close();
         // The host's stop waits for them too.

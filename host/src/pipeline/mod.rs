@@ -10,6 +10,9 @@
 //! JetStream) and [`Sink`], and maps a [`Settle`] onto its own
 //! acknowledgements, so every path here is testable in memory.
 //!
+//! [`order`] goes before [`serve`] for subscriptions with `order_by`: one
+//! event per key at a time, in stream order.
+//!
 //! [`trace`] gives each event its spans and writes W3C trace context on what
 //! it leads to (outputs, replies, dead letters).
 
@@ -22,6 +25,7 @@ pub mod circuit;
 mod decide;
 mod held;
 mod letters;
+pub mod order;
 mod republish;
 mod serve;
 #[cfg(test)]

@@ -58,6 +58,13 @@ pub trait Delivery: Send + Sync + 'static {
     /// then each delivery is one attempt and a retry is a delayed redelivery;
     /// otherwise (core NATS) retries run here, in-process.
     fn redelivers(&self) -> bool;
+    /// Whether a retry runs here, in-process, after its backoff (the event
+    /// kept, and in progress), rather than by a delayed redelivery: always
+    /// without redelivery, and for events that hold a key (`order_by`), so
+    /// no later event of the key overtakes them.
+    fn retries_here(&self) -> bool {
+        !self.redelivers()
+    }
     /// How often to say the event is still being worked on; `None`: never.
     fn progress_every(&self) -> Option<Duration>;
     fn progress(&self) -> impl Future<Output = ()> + Send;
@@ -173,6 +180,7 @@ impl<S: Sink> Run<'_, S> {
             delivery,
         } = item;
         let redelivers = delivery.redelivers();
+        let retries_here = delivery.retries_here();
         tracing::trace!(
             plugin = plugin.name(), event = %event.id, subject = %event.subject,
             attempt = event.attempt, "received"
@@ -187,7 +195,7 @@ impl<S: Sink> Run<'_, S> {
         let work = self.run(
             &mut event,
             refused,
-            redelivers,
+            (redelivers, retries_here),
             &mut trace,
             tracked.as_ref(),
         );
@@ -260,13 +268,13 @@ impl<S: Sink> Run<'_, S> {
         delivery.settle(settle).await;
     }
 
-    /// Admit, then attempt (retrying in-process unless the transport
-    /// redelivers), then publish the outputs.
+    /// Admit, then attempt (retrying in-process when the delivery
+    /// `retries_here`), then publish the outputs.
     async fn run(
         &self,
         event: &mut Event,
         refused: Option<Failure>,
-        redelivers: bool,
+        (redelivers, retries_here): (bool, bool),
         trace: &mut EventTrace<'_>,
         tracked: Option<&Tracked>,
     ) -> Ending {
@@ -366,13 +374,19 @@ impl<S: Sink> Run<'_, S> {
                     if let Some(tracked) = tracked {
                         tracked.retrying(plugin, self.sink, event, &failure).await;
                     }
-                    if redelivers {
+                    if !retries_here {
                         return Ending::Settled(Settle::Retry(delay));
                     }
                     let slept = tokio::select! {
                         _ = tokio::time::sleep(delay) => true,
                         _ = stop.cancelled() => false,
                     };
+                    if !slept && redelivers {
+                        // Delivered again after this host: its attempt count
+                        // goes on from the server's.
+                        Stats::bump(&plugin.stats.handed_back);
+                        return Ending::Settled(Settle::HandBack);
+                    }
                     if !slept {
                         return Ending::Failed(Failure::new(
                             failure.kind,

@@ -134,6 +134,11 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         |s| &s.batch_splits,
     ),
     (
+        "weir_order_waits",
+        "Events that waited behind an earlier event of their key (order_by).",
+        |s| &s.order_waits,
+    ),
+    (
         "weir_outputs_unconfirmed",
         "Events whose outputs could not be published or confirmed.",
         |s| &s.outputs_unconfirmed,
@@ -302,7 +307,7 @@ impl HostCollector {
 
     fn encode_gauges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Read = fn(&PluginView) -> u64;
-        let gauges: [(&str, &str, Read); 3] = [
+        let gauges: [(&str, &str, Read); 4] = [
             (
                 "weir_events_in_flight",
                 "Events running: from taking a max_in_flight slot to being settled.",
@@ -312,6 +317,11 @@ impl HostCollector {
                 "weir_events_queued",
                 "Events taken from NATS waiting in the plugin's queue.",
                 |p| Stats::level(&p.stats().queued),
+            ),
+            (
+                "weir_events_waiting_for_key",
+                "Events of order_by subscriptions waiting behind an earlier event of their key.",
+                |p| Stats::level(&p.stats().order_waiting),
             ),
             (
                 "weir_instances_warm",
