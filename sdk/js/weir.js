@@ -381,6 +381,9 @@ export function dispatchBatch(handleBatch, raws) {
     }
     out = Array.from(out);
   } catch (e) {
+    // Alone (after the host's splits, or as `handle`), a thrown failure is
+    // this event's own, as in the Python SDK.
+    if (e instanceof Failure && raws.length === 1) return [_batchEntry(e, 0)];
     const hint = e instanceof Failure
       ? ` (a ${e.name} thrown out of handleBatch fails the whole call: return it as that event's entry)`
       : "";

@@ -7,7 +7,9 @@
 //! events of a busy key wait in the key's lane, in stream order, and the
 //! server is told they are in progress (so it does not hand them to another
 //! host). When an event is settled, its [`Ordered`] delivery frees the key and
-//! the lane's next event goes on. An ordered event retries in-process
+//! the lane's next event goes on; an event that is to be delivered again (its
+//! outputs or dead letter not confirmed) keeps the key reserved until it is
+//! back. An ordered event retries in-process
 //! ([`Delivery::retries_here`]) instead of by a delayed redelivery, so no
 //! later event of its key overtakes it. An event without a key is
 //! dead-lettered as `bad-input`.
@@ -42,12 +44,27 @@ pub struct Ordered<D> {
 /// The key an event holds while it is in the pipeline.
 struct Busy {
     key: Key,
-    free: mpsc::UnboundedSender<Key>,
+    /// The event's stream sequence.
+    sequence: u64,
+    /// Set when the event is to come again (its outputs or dead letter not
+    /// confirmed: a delayed redelivery): the key stays reserved for it.
+    again: bool,
+    free: mpsc::UnboundedSender<Freed>,
+}
+
+/// A key let go: free, or still reserved for the event that comes again.
+struct Freed {
+    key: Key,
+    again: Option<u64>,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let _ = self.free.send(std::mem::take(&mut self.key));
+        let freed = Freed {
+            key: std::mem::take(&mut self.key),
+            again: self.again.then_some(self.sequence),
+        };
+        let _ = self.free.send(freed);
     }
 }
 
@@ -72,7 +89,10 @@ impl<D: Delivery> Delivery for Ordered<D> {
     }
 
     async fn settle(self, settle: Settle) {
-        let Self { inner, key } = self;
+        let Self { inner, mut key } = self;
+        if let (Some(busy), Settle::Unfinished(_) | Settle::Retry(_)) = (key.as_mut(), settle) {
+            busy.again = true;
+        }
         inner.settle(settle).await;
         drop(key);
     }
@@ -88,9 +108,11 @@ pub fn any_ordered(plugin: &Plugin) -> bool {
 }
 
 /// Events waiting behind their key, in stream order.
-#[derive(Default)]
 struct Lane<D> {
     waiting: VecDeque<Inbound<D>>,
+    /// The key is reserved for this event, delivered again later (none of
+    /// the lane's events runs before it).
+    again: Option<u64>,
 }
 
 impl<D> Lane<D> {
@@ -119,30 +141,48 @@ pub async fn lanes<D: Delivery>(
     to: mpsc::Sender<Inbound<Ordered<D>>>,
     stop: CancellationToken,
 ) {
-    let orders: Vec<(String, Option<OrderBy>)> = (plugin.manifest.subscribe.iter())
+    // A JetStream event belongs to the subscription of its stream whose
+    // subject it matches.
+    let orders: Vec<(String, Option<String>, Option<OrderBy>)> = (plugin.manifest.subscribe)
+        .iter()
         .map(|s| {
             let ordered = s.mode == DeliveryMode::Jetstream;
-            (s.subject.clone(), s.order_by.clone().filter(|_| ordered))
+            let order = s.order_by.clone().filter(|_| ordered);
+            (s.subject.clone(), s.stream.clone(), order)
         })
         .collect();
     let stats = plugin.stats.clone();
-    let (free, mut freed) = mpsc::unbounded_channel::<Key>();
+    let (free, mut freed) = mpsc::unbounded_channel::<Freed>();
     // A key is busy while it has an entry: its lane of waiting events.
     let mut busy: HashMap<Key, Lane<D>> = HashMap::new();
     let mut waiting = 0usize;
-    let mut progress = tokio::time::interval(Duration::from_secs(5));
+    let mut progress = ticker(Duration::from_secs(5));
     let mut stopped = false;
     loop {
         tokio::select! {
             biased;
-            Some(key) = freed.recv() => {
-                let next = busy.get_mut(&key).and_then(|lane| lane.waiting.pop_front());
-                match next {
+            Some(Freed { key, again }) = freed.recv() => {
+                let Some(lane) = busy.get_mut(&key) else { continue };
+                if let Some(seq) = again.filter(|_| !stopped) {
+                    // Reserved until it comes back; if it already has (a
+                    // redelivery that raced the settle), it goes on now.
+                    lane.again = Some(seq);
+                    let back = lane.waiting.iter().position(|w| sequence(w) == seq);
+                    if let Some(item) = back.and_then(|at| lane.waiting.remove(at)) {
+                        lane.again = None;
+                        waiting -= 1;
+                        Stats::drop_gauge(&stats.order_waiting);
+                        forward(&stats, &to, item, Some(hold(key, seq, &free))).await;
+                    }
+                    continue;
+                }
+                lane.again = None;
+                match lane.waiting.pop_front() {
                     Some(item) => {
                         waiting -= 1;
                         Stats::drop_gauge(&stats.order_waiting);
-                        let busy_key = Busy { key, free: free.clone() };
-                        forward(&to, item, Some(busy_key)).await;
+                        let seq = sequence(&item);
+                        forward(&stats, &to, item, Some(hold(key, seq, &free))).await;
                     }
                     None => {
                         busy.remove(&key);
@@ -152,6 +192,7 @@ pub async fn lanes<D: Delivery>(
             _ = stop.cancelled(), if !stopped => {
                 stopped = true;
                 for lane in busy.values_mut() {
+                    lane.again = None;
                     for item in lane.waiting.drain(..) {
                         hand_back(&stats, item).await;
                     }
@@ -166,13 +207,17 @@ pub async fn lanes<D: Delivery>(
             }
             item = from.recv() => {
                 let Some(mut item) = item else { break };
+                let stream = item.origin.as_ref().map(|(stream, _)| stream.as_str());
                 let Some((lane, order)) = orders
                     .iter()
                     .enumerate()
-                    .find(|(_, (subject, _))| subject_matches(subject, &item.event.subject))
-                    .and_then(|(i, (_, order))| Some((i, order.as_ref()?)))
+                    .find(|(_, (subject, of, _))| {
+                        subject_matches(subject, &item.event.subject)
+                            && (of.is_none() || of.as_deref() == stream)
+                    })
+                    .and_then(|(i, (_, _, order))| Some((i, order.as_ref()?)))
                 else {
-                    forward(&to, item, None).await;
+                    forward(&stats, &to, item, None).await;
                     continue;
                 };
                 let Some(key) = order.key_of(&item.event).map(str::to_owned) else {
@@ -182,20 +227,30 @@ pub async fn lanes<D: Delivery>(
                             format!("the event has no key: order_by = \"{order}\" found none"),
                         ));
                     }
-                    forward(&to, item, None).await;
+                    forward(&stats, &to, item, None).await;
                     continue;
                 };
                 let key = (lane, key);
+                let seq = sequence(&item);
                 if let Some(lane) = busy.get_mut(&key) {
                     if stopped {
                         hand_back(&stats, item).await;
                         continue;
                     }
+                    if lane.again == Some(seq) {
+                        // The event the key was reserved for, back.
+                        lane.again = None;
+                        forward(&stats, &to, item, Some(hold(key, seq, &free))).await;
+                        continue;
+                    }
                     if let Some(every) = item.delivery.progress_every() {
                         let every = every.max(Duration::from_millis(100));
                         if every < progress.period() {
-                            progress = tokio::time::interval(every);
+                            progress = ticker(every);
                         }
+                    }
+                    if waiting == 0 {
+                        progress.reset();
                     }
                     lane.push(item);
                     waiting += 1;
@@ -203,8 +258,8 @@ pub async fn lanes<D: Delivery>(
                     Stats::bump_gauge(&stats.order_waiting);
                     continue;
                 }
-                busy.insert(key.clone(), Lane { waiting: VecDeque::new() });
-                forward(&to, item, Some(Busy { key, free: free.clone() })).await;
+                busy.insert(key.clone(), Lane { waiting: VecDeque::new(), again: None });
+                forward(&stats, &to, item, Some(hold(key, seq, &free))).await;
             }
         }
     }
@@ -215,7 +270,24 @@ pub async fn lanes<D: Delivery>(
     }
 }
 
+/// A ticker that skips the ticks it missed (while nothing waited).
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
+fn hold(key: Key, sequence: u64, free: &mpsc::UnboundedSender<Freed>) -> Busy {
+    Busy {
+        key,
+        sequence,
+        again: false,
+        free: free.clone(),
+    }
+}
+
 async fn forward<D: Delivery>(
+    stats: &Stats,
     to: &mpsc::Sender<Inbound<Ordered<D>>>,
     item: Inbound<D>,
     key: Option<Busy>,
@@ -239,11 +311,15 @@ async fn forward<D: Delivery>(
     };
     if let Err(mpsc::error::SendError(item)) = to.send(item).await {
         // The pipeline is gone (shutdown): not started.
+        Stats::drop_gauge(&stats.queued);
+        Stats::bump(&stats.handed_back);
         item.delivery.settle(Settle::HandBack).await;
     }
 }
 
+/// Hand back an event the pipeline never took: it leaves the queue here.
 async fn hand_back<D: Delivery>(stats: &Stats, item: Inbound<D>) {
+    Stats::drop_gauge(&stats.queued);
     Stats::bump(&stats.handed_back);
     item.delivery.settle(Settle::HandBack).await;
 }

@@ -89,6 +89,18 @@ impl ConsumerSpec {
             filter_subject: sub.subject.clone(),
             ..Default::default()
         };
+        let config = match sub.order_by {
+            // One host at a time takes an ordered subscription's events: the
+            // server pins the consumer to the first that pulls, until it has
+            // not pulled for about an ack_wait (it stopped or died).
+            Some(_) => jetstream::consumer::pull::Config {
+                priority_policy: jetstream::consumer::PriorityPolicy::PinnedClient,
+                priority_groups: vec![ORDER_GROUP.to_owned()],
+                priority_timeout: config.ack_wait.max(Duration::from_secs(10)),
+                ..config
+            },
+            None => config,
+        };
         Ok(Self {
             plugin: manifest.name.clone(),
             stream,
@@ -99,7 +111,17 @@ impl ConsumerSpec {
     pub fn durable(&self) -> &str {
         self.config.durable_name.as_deref().unwrap_or_default()
     }
+
+    /// The priority group this consumer's pulls name, if it has one.
+    fn group(&self) -> Option<&str> {
+        self.config.priority_groups.first().map(String::as_str)
+    }
 }
+
+/// The priority group of an ordered subscription's consumer (`order_by`):
+/// with `pinned_client`, at most one host pulls from it at a time, so no two
+/// hosts run events of one key at once.
+pub const ORDER_GROUP: &str = "weir-order";
 
 /// Bind (create or update) the durable pull consumer of one subscription.
 pub async fn bind_consumer(
@@ -183,14 +205,17 @@ impl HandBacks {
         nak_now(&message).await;
     }
 
-    /// Nak what was kept; from now on hand-backs are nak'd at once.
+    /// Nak what was kept, in stream order (the server redelivers in nak
+    /// order, so an ordered subscription's next host gets each key's events
+    /// in sequence); from now on hand-backs are nak'd at once.
     async fn release(&self, plugin: &str) {
-        let held = self
+        let mut held = self
             .0
             .lock()
             .ok()
             .and_then(|mut held| held.take())
             .unwrap_or_default();
+        held.sort_by_key(|m| m.info().map_or(0, |info| info.stream_sequence));
         for message in &held {
             nak_now(message).await;
         }
@@ -361,13 +386,15 @@ async fn pull_until_stopped(
     };
     let quiet_limit = pull.heartbeat * 2;
     'bind: while !stop.is_cancelled() {
-        let opened = consumer
+        let mut stream = consumer
             .stream()
             .max_messages_per_batch(pull.batch)
             .heartbeat(pull.heartbeat)
-            .expires(pull.expires)
-            .messages()
-            .await;
+            .expires(pull.expires);
+        if let Some(group) = spec.group() {
+            stream = stream.group(group);
+        }
+        let opened = stream.messages().await;
         let mut messages = match opened {
             Ok(messages) => messages,
             Err(e) => {
