@@ -390,7 +390,7 @@ void weir_batch_truncate(weir_batch *b, size_t count) {
     if (count < b->count) b->count = count;
 }
 
-/* Whether the calls now run inside handle-batch (off wasm: weir_publish refuses). */
+/* Whether the calls now run inside weir_handle_batch: weir_publish refuses. */
 static bool in_batch __attribute__((unused));
 
 /* The plugin's batch handler over `b`; with no weir_handle_batch, weir_handle
@@ -459,6 +459,9 @@ static void to_raw(const weir_message *m, weir_plugin_types_message_t *raw, bool
 }
 
 const char *weir_publish(const weir_message *m) {
+    /* Refused in the batch form even when it runs as `handle` (a batch of
+     * one), as the host refuses it inside handle-batch. */
+    if (in_batch) return dup_str(WEIR_PUBLISH_IN_BATCH);
     weir_plugin_types_message_t raw;
     to_raw(m, &raw, false);
     WB(string_t) err;

@@ -263,6 +263,9 @@ export class Event {
  * `PublishError` with the host's reason when refused. */
 export function publish(msg) {
   if (!(msg instanceof Message)) throw new TypeError("publish takes a Message");
+  // Refused in the batch form even when it runs as `handle` (a batch of
+  // one), as the host refuses it inside handle-batch.
+  if (inBatchCall) throw new PublishError(PUBLISH_IN_BATCH);
   try {
     hostPublish(msg);
   } catch (e) {
@@ -372,10 +375,18 @@ export function _batchEntry(entry, index) {
 /** Runs the author's `handleBatch` on raw events and returns its entries as
  * the list of results the host takes (used by the generated entry module).
  * Anything thrown traps the call; the length is left for the host to judge. */
+/** Whether a `handleBatch` runs now (`publish` refuses). */
+let inBatchCall = false;
+
 export function dispatchBatch(handleBatch, raws) {
   let out;
   try {
-    out = handleBatch(Array.from(raws, Event.fromRaw));
+    inBatchCall = true;
+    try {
+      out = handleBatch(Array.from(raws, Event.fromRaw));
+    } finally {
+      inBatchCall = false;
+    }
     if (out === undefined || out === null || typeof out === "string" || !out[Symbol.iterator]) {
       throw new TypeError(`handleBatch must return an array (one entry per event), not ${out === null ? "null" : typeof out}`);
     }

@@ -566,6 +566,11 @@ impl fmt::Display for Level {
 /// `Ok`; the error says why the host refused it (too many or too large outputs,
 /// bad subject).
 pub fn publish(msg: Message) -> core::result::Result<(), String> {
+    // Refused in the batch form even when it runs as `handle` (a batch of
+    // one), as the host refuses it inside `handle-batch`.
+    if __private::IN_BATCH.load(core::sync::atomic::Ordering::Relaxed) {
+        return Err(testing::PUBLISH_IN_BATCH.to_owned());
+    }
     host::publish(msg)
 }
 
@@ -866,6 +871,10 @@ pub mod __private {
         }
     }
 
+    /// Set while a batch handler runs: [`publish`](crate::publish) refuses.
+    pub static IN_BATCH: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
+
     /// A batch handler's results, moved back one by one.
     #[inline]
     pub fn dispatch_batch(
@@ -874,7 +883,10 @@ pub mod __private {
     ) -> Vec<RawResult> {
         install_panic_hook();
         let events = events.into_iter().map(Event::from_raw).collect();
-        handler(events).into_iter().map(into_raw).collect()
+        IN_BATCH.store(true, core::sync::atomic::Ordering::Relaxed);
+        let results = handler(events);
+        IN_BATCH.store(false, core::sync::atomic::Ordering::Relaxed);
+        results.into_iter().map(into_raw).collect()
     }
 
     /// One event through a batch handler (a batch of one).

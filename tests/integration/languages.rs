@@ -365,7 +365,7 @@ fn js_sdk_unit_tests_pass_under_node() {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("# tests 24\n"), "{report}");
+    assert!(report.contains("# tests 25\n"), "{report}");
     assert!(report.contains("# fail 0\n"), "{report}");
 }
 

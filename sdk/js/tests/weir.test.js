@@ -231,10 +231,30 @@ describe("batches (handleBatch)", () => {
     ]);
     // The length is the host's to judge (it splits the batch).
     assert.equal(dispatchBatch(() => [], [raw("a")]).length, 0);
-    assert.throws(() => dispatchBatch(() => { throw new Retry("all"); }, [raw("a")]), Retry);
+    // Alone, a thrown failure is that event's; in a bigger batch it traps.
+    assert.deepEqual(dispatchBatch(() => { throw new Retry("one"); }, [raw("a")]), [
+      { tag: "err", val: { tag: "retry", val: "one" } },
+    ]);
+    assert.throws(() => dispatchBatch(() => { throw new Retry("all"); }, [raw("a"), raw("b")]), Retry);
     const [[level, text]] = testing.takeLogs();
     assert.equal(level, "error");
     assert.match(text, /^uncaught Retry: all \(a Retry thrown out of handleBatch fails the whole call/);
+  });
+
+  test("publish is refused in the batch form, also as a batch of one", () => {
+    const publishing = (events) => events.map((e) => {
+      try {
+        publish(e.toMessage("x"));
+        return [];
+      } catch (err) {
+        return new Reject(err.message);
+      }
+    });
+    const [one] = dispatchBatch(publishing, [raw("a")]);
+    assert.equal(one.tag, "err");
+    assert.match(one.val.val, /handle-batch/);
+    publish(new Message("y", "")); // allowed again afterwards
+    assert.equal(testing.takePublished().length, 1);
   });
 
   test("dispatchOne runs one event as a batch of one", () => {

@@ -306,11 +306,15 @@ def publish(msg: Message) -> None:
     :class:`PublishError` with the host's reason when refused."""
     if not isinstance(msg, Message):
         raise TypeError(f"publish takes a weir_sdk.Message, not {type(msg).__name__}")
+    if _in_batch_call:
+        # Refused in the batch form even when it runs as ``handle`` (a batch
+        # of one), as the host refuses it inside handle-batch.
+        raise PublishError(_PUBLISH_IN_BATCH)
     if not ON_WASM:
         from . import testing
 
         if testing._in_batch:
-            raise PublishError(testing.PUBLISH_IN_BATCH)
+            raise PublishError(_PUBLISH_IN_BATCH)
         testing._published.append(msg)
         return
     try:
@@ -438,13 +442,25 @@ def _log_uncaught(e: BaseException) -> None:
     _host.log(_LEVEL["error"], text)
 
 
+_PUBLISH_IN_BATCH = (
+    "host.publish is not available inside handle-batch:"
+    " return each event's messages in its result, so they leave with that event's ok"
+)
+_in_batch_call = False
+
+
 def _dispatch_batch(handle_batch, raw_events):
     """Run the author's ``handle_batch``; used by weir_sdk.batch_component.
     A list of another length than the events goes back as it is: the host
     reports it and splits the batch."""
+    global _in_batch_call
     events = [Event._from_raw(e) for e in raw_events]
     try:
-        results = handle_batch(events)
+        _in_batch_call = True
+        try:
+            results = handle_batch(events)
+        finally:
+            _in_batch_call = False
         if not isinstance(results, (list, tuple)):
             raise TypeError(f"handle_batch must return a list, not {type(results).__name__}")
     except Failure as f:

@@ -14,16 +14,15 @@ Off WebAssembly, :func:`weir_sdk.config` reads values set with :func:`set_config
 A batch handler runs with :func:`run_batch`, as the host would run it.
 """
 
+from . import _PUBLISH_IN_BATCH
+
 _config = {}
 _published = []
 _logs = []
 _in_batch = False
 
 #: What :func:`weir_sdk.publish` raises inside a batch, as the host answers.
-PUBLISH_IN_BATCH = (
-    "host.publish is not available inside handle-batch:"
-    " return each event's messages in its result, so they leave with that event's ok"
-)
+PUBLISH_IN_BATCH = _PUBLISH_IN_BATCH
 
 
 def run_batch(handle_batch, events: list) -> list:
