@@ -8,7 +8,7 @@
 #   app.py  Python      componentize-py (PyPI, pinned), with sdk/python (weir_sdk)
 #   app.js  JavaScript  componentize-js (npm, pinned; sdk/js/tools), with sdk/js/weir.js
 #   *.c     C           clang-19 + wasi-libc (Debian), bindings and the component
-#                       wrapper from tools/guest-tool, with sdk/c (weir.h, weir.c)
+#                       wrapper from tools/guest-tool, with sdk/c (weir.h, weir.c, weir_json.c)
 # Missing toolchains are installed first (scripts/setup.sh LANG). A folder whose
 # inputs (its sources, the SDK, wit/, the toolchain version) have not changed
 # since its last build is skipped; --force rebuilds anyway.
@@ -140,7 +140,7 @@ build_c() {
     # type section the bindings' object file carries is kept.
     clang-19 "${cflags[@]}" "${batch[@]}" -mexec-model=reactor -Wl,--strip-all \
         -I "$gen" -I "$root/sdk/c" \
-        "$gen/$base.c" "$root/sdk/c/weir.c" "${objects[@]}" "$gen/${base}_component_type.o" \
+        "$gen/$base.c" "$root/sdk/c/weir.c" "$root/sdk/c/weir_json.c" "${objects[@]}" "$gen/${base}_component_type.o" \
         -o "$scratch/core.wasm"
     "$tool" component-new "$scratch/core.wasm" "$out"
 }

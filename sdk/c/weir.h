@@ -67,7 +67,7 @@
  * in-process and weir_test_run / weir_test_run_batch run your handlers; see
  * "testing off wasm" below:
  *
- *     cc -I sdk/c sdk/c/weir.c DIR/plugin.c test.c -lm && ./a.out
+ *     cc -I sdk/c sdk/c/weir.c sdk/c/weir_json.c DIR/plugin.c test.c -lm && ./a.out
  *
  * Build with scripts/build-guest.sh DIR (clang-19 for wasm32-wasi, then the
  * generated `wit-bindgen c` bindings and the component wrapper; you never

@@ -8,5 +8,5 @@ cc="${CC:-clang-19}"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 "$cc" -std=gnu17 -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=address,undefined \
-    -I "$root/sdk/c" "$root/sdk/c/weir.c" "$here/../batch.c" "$here/native.c" -lm -o "$out"
+    -I "$root/sdk/c" "$root/sdk/c/weir.c" "$root/sdk/c/weir_json.c" "$here/../batch.c" "$here/native.c" -lm -o "$out"
 "$out"

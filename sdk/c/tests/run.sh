@@ -8,6 +8,6 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for test in "$here"/*_test.c; do
     "$cc" -std=gnu17 -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=address,undefined \
-        -I "$here/.." "$here/../weir.c" "$test" -lm -o "$scratch/test"
+        -I "$here/.." "$here/../weir.c" "$here/../weir_json.c" "$test" -lm -o "$scratch/test"
     "$scratch/test"
 done
