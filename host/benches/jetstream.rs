@@ -29,7 +29,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt as _;
@@ -53,55 +52,6 @@ async fn reset_streams(js: &jetstream::Context) {
         .await
         .expect("create stream");
     }
-}
-
-async fn fill(js: &jetstream::Context, n: usize) {
-    let payload =
-        bytes::Bytes::from_static(b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}");
-    let mut acks = Vec::with_capacity(1000);
-    for _ in 0..n {
-        acks.push(
-            js.publish(IN_SUBJECT, payload.clone())
-                .await
-                .expect("publish"),
-        );
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                ack.await.expect("stored");
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.expect("stored");
-    }
-}
-
-async fn out_count(js: &jetstream::Context) -> u64 {
-    let mut stream = js.get_stream(OUT_STREAM).await.expect("out stream");
-    stream.info().await.expect("info").state.messages
-}
-
-/// Events/s from the first stored output seen to the `n`th: what the
-/// consumer sustains, its start-up (connect, compile, consumer creation)
-/// left out. Counts are polled every 5 ms.
-async fn outputs_per_second(js: &jetstream::Context, n: usize) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (first, since) = loop {
-        let count = out_count(js).await;
-        if count > 0 {
-            break (count, Instant::now());
-        }
-        assert!(Instant::now() < deadline, "benchmark stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let mut count = first;
-    while count < n as u64 {
-        assert!(Instant::now() < deadline, "benchmark stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        count = out_count(js).await;
-    }
-    let elapsed = since.elapsed().as_secs_f64().max(1e-6);
-    (n as u64).saturating_sub(first).max(1) as f64 / elapsed
 }
 
 /// The native limit: the same ack + publish discipline, no sandbox.
@@ -141,7 +91,7 @@ async fn native(js: &jetstream::Context, n: usize) -> f64 {
             }
         }
     });
-    let (_, rate) = tokio::join!(work, outputs_per_second(js, n));
+    let (_, rate) = tokio::join!(work, common::stored_per_second(js, OUT_STREAM, n));
     rate
 }
 
@@ -196,7 +146,7 @@ async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> 
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/weir-bench-cache"));
     let host = Host::start(&config).await.expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
-    let rate = outputs_per_second(js, n).await;
+    let rate = common::stored_per_second(js, OUT_STREAM, n).await;
     let stats = &host.plugins()[0].stats;
     let failed = stats
         .failed_attempts
@@ -238,7 +188,10 @@ fn main() {
                     continue;
                 }
                 reset_streams(&js).await;
-                fill(&js, n).await;
+                let payload = bytes::Bytes::from_static(
+                    b"{\"n\":1,\"payload\":\"0123456789abcdef0123456789abcdef\"}",
+                );
+                common::fill(&js, n, |_| IN_SUBJECT.to_owned(), payload).await;
                 let rate = match *run {
                     "native" => native(&js, n).await,
                     mode => weir(&server.url, &js, trivial_bundle(dir.path(), mode), n).await,

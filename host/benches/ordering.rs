@@ -20,7 +20,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use weir_host::config::HostConfig;
@@ -49,49 +48,6 @@ async fn reset_streams(js: &jetstream::Context) {
         .await
         .expect("create stream");
     }
-}
-
-async fn fill(js: &jetstream::Context, n: usize, keys: usize) {
-    let payload = bytes::Bytes::from_static(b"{\"n\":1}");
-    let mut acks = Vec::with_capacity(1000);
-    for i in 0..n {
-        let subject = format!("bench.ord.k{}", i % keys);
-        acks.push(js.publish(subject, payload.clone()).await.expect("publish"));
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                ack.await.expect("stored");
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.expect("stored");
-    }
-}
-
-async fn out_count(js: &jetstream::Context) -> u64 {
-    let mut stream = js.get_stream(OUT_STREAM).await.expect("out stream");
-    stream.info().await.expect("info").state.messages
-}
-
-/// Events/s from the first stored output to the `n`th (polled every 5 ms).
-async fn outputs_per_second(js: &jetstream::Context, n: usize) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (first, since) = loop {
-        let count = out_count(js).await;
-        if count > 0 {
-            break (count, Instant::now());
-        }
-        assert!(Instant::now() < deadline, "benchmark stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let mut count = first;
-    while count < n as u64 {
-        assert!(Instant::now() < deadline, "benchmark stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        count = out_count(js).await;
-    }
-    let elapsed = since.elapsed().as_secs_f64().max(1e-6);
-    (n as u64).saturating_sub(first).max(1) as f64 / elapsed
 }
 
 /// `plugins/trivial` as a bundle subscribed to `bench.ord.>`.
@@ -123,7 +79,7 @@ async fn weir(url: &str, js: &jetstream::Context, bundle: PathBuf, n: usize) -> 
     config.sandbox.cache_dir = Some(common::repo().join("target/weir-bench-cache"));
     let host = Host::start(&config).await.expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
-    let rate = outputs_per_second(js, n).await;
+    let rate = common::stored_per_second(js, OUT_STREAM, n).await;
     let waits = (host.plugins()[0].stats.order_waits).load(std::sync::atomic::Ordering::Relaxed);
     host.stop().await.expect("stop");
     (rate, waits)
@@ -150,7 +106,8 @@ fn main() {
             for i in order {
                 let (name, _, keys, ordered) = RUNS[i];
                 reset_streams(&js).await;
-                fill(&js, n, keys).await;
+                let payload = bytes::Bytes::from_static(b"{\"n\":1}");
+                common::fill(&js, n, |i| format!("bench.ord.k{}", i % keys), payload).await;
                 let (rate, waits) = weir(&server.url, &js, bundle(dir.path(), name, ordered), n).await;
                 println!("  round {round}/{rounds}, {name}: {rate:.0} events/s ({waits} waited for their key)");
                 rates[i].push(rate);

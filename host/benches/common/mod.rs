@@ -132,3 +132,58 @@ pub fn start_server() -> Server {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Store `n` messages, the `i`th on `subject(i)`, pipelined in rounds of
+/// 1,000 (async-nats keeps at most 5,000 acks pending).
+pub async fn fill(
+    js: &async_nats::jetstream::Context,
+    n: usize,
+    subject: impl Fn(usize) -> String,
+    payload: bytes::Bytes,
+) {
+    let mut acks = Vec::with_capacity(1000);
+    for i in 0..n {
+        acks.push(
+            js.publish(subject(i), payload.clone())
+                .await
+                .expect("publish"),
+        );
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+async fn stored(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("the output stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// Events/s from the first message stored in `stream` to the `n`th: what a
+/// consumer sustains, its start-up (connect, compile, consumer creation)
+/// left out. Counts are polled every 5 ms.
+pub async fn stored_per_second(js: &async_nats::jetstream::Context, stream: &str, n: usize) -> f64 {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (first, since) = loop {
+        let count = stored(js, stream).await;
+        if count > 0 {
+            break (count, Instant::now());
+        }
+        assert!(Instant::now() < deadline, "benchmark stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut count = first;
+    while count < n as u64 {
+        assert!(Instant::now() < deadline, "benchmark stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        count = stored(js, stream).await;
+    }
+    let elapsed = since.elapsed().as_secs_f64().max(1e-6);
+    (n as u64).saturating_sub(first).max(1) as f64 / elapsed
+}
