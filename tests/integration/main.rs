@@ -56,6 +56,8 @@ mod malformed;
 mod metrics;
 /// A plugin cannot starve the others; outputs cost no API request each.
 mod neighbours;
+/// Issue 19: periodic and delayed events on NATS message schedules.
+mod schedules;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
 mod servers;
 /// SIGTERM hands every delivery back and exits, spinning guests or not.

@@ -14,6 +14,7 @@ mod host;
 mod http;
 mod locate;
 mod manifest;
+mod schedule;
 mod servers;
 mod telemetry;
 
@@ -22,6 +23,7 @@ pub use deploy::DeployConfig;
 pub use host::*;
 pub use http::HttpConfig;
 pub use manifest::*;
+pub use schedule::{ScheduleEntry, Spec, ceil_second, parse_every, parse_instant};
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
 pub use telemetry::TelemetryConfig;
 

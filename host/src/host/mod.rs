@@ -119,6 +119,26 @@ impl Host {
             jetstream::ensure_streams(js, &streams).await?;
         }
 
+        // Schedules (issue 19): every host forwards fired messages, so a
+        // `weir pub --in` is delivered whichever hosts run.
+        if let Some(js) = sink.jetstream()
+            && ctx.features.schedules()
+        {
+            let forwarding = async {
+                crate::schedule::ensure_stream(js).await?;
+                crate::schedule::forward::spawn(
+                    js.clone(),
+                    sink.clone(),
+                    ctx.stop.clone(),
+                    &ctx.feeders,
+                )
+                .await
+            };
+            if let Err(e) = forwarding.await {
+                tracing::warn!(error = %format!("{e:#}"), "no schedule forwarder on this host: delayed and periodic messages wait for another");
+            }
+        }
+
         let mut webhook_counters = None;
         let http_addr = match &config.http {
             Some(http) => {
