@@ -186,3 +186,57 @@ async fn purge_stale(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: &str) -> Manifest {
+        let text = format!(
+            "name = \"reports\"\nversion = \"1\"\nwasm = \"r.wasm\"\n[[subscribe]]\nsubject = \"reports.tick\"\n{extra}"
+        );
+        Manifest::parse(std::path::Path::new("r/plugin.toml"), &text, 512).expect("manifest")
+    }
+
+    #[test]
+    fn a_server_too_old_refuses_naming_plugin_entry_and_version() {
+        let m = manifest(
+            "[[schedule]]\nname = \"daily\"\ncron = \"@daily\"\nsubject = \"reports.tick\"\n",
+        );
+        let old = Features::of("2.12.1").expect("supported");
+        let e = check_server(&m, old, true).expect_err("refused");
+        assert!(
+            e.contains("\"reports\"") && e.contains("\"daily\"") && e.contains("2.12.1"),
+            "{e}"
+        );
+        let e =
+            check_server(&m, Features::of("2.15.1").expect("ok"), false).expect_err("no JetStream");
+        assert!(e.contains("JetStream"), "{e}");
+        assert_eq!(
+            check_server(&m, Features::of("2.15.1").expect("ok"), true),
+            Ok(())
+        );
+        assert_eq!(
+            check_server(&manifest(""), old, false),
+            Ok(()),
+            "no entries, no need"
+        );
+    }
+
+    #[test]
+    fn entries_become_definitions_named_by_plugin_and_entry() {
+        let m = manifest(
+            "[[schedule]]\nevery = \"30s\"\nsubject = \"reports.tick\"\n[[schedule]]\nname = \"b\"\ncron = \"0 0 9 * * *\"\ntime_zone = \"Europe/Berlin\"\nsubject = \"reports.tick\"\nheaders = { kind = \"morning\" }\n",
+        );
+        let defs = wanted(&m).expect("definitions");
+        assert_eq!(defs[0].subject, "weir.schedule.plugin.reports.0");
+        assert_eq!(defs[0].spec.header(), "@every 30s");
+        assert_eq!(defs[1].subject, "weir.schedule.plugin.reports.b");
+        assert_eq!(defs[1].spec.time_zone(), Some("Europe/Berlin"));
+        assert_eq!(
+            defs[1].headers,
+            vec![("kind".to_owned(), "morning".to_owned())]
+        );
+        assert_eq!(defs[1].owner.as_deref(), Some("reports"));
+    }
+}
