@@ -77,12 +77,19 @@ pub fn in_from(now: DateTime<Utc>, delay: Duration) -> Result<DateTime<Utc>, Str
 
 /// The one-shot definition that delivers `msg` at `at`: its headers without
 /// the delivery headers; its `Nats-Msg-Id`, when it has one, names the
-/// definition (so the same output published twice is one schedule) and is
-/// the id it is delivered under. Without one, the definition gets a random id.
+/// definition together with its subject (so the same output published twice
+/// is one schedule, as a stream would keep it once) and is the id it is
+/// delivered under. Without one, the definition gets a random id.
 pub fn definition(msg: &Message, at: DateTime<Utc>) -> Definition {
     let msg_id = header(&msg.headers, "Nats-Msg-Id").map(str::to_owned);
     let id = match &msg_id {
-        Some(id) => hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16]),
+        Some(id) => {
+            let mut hash = sha2::Sha256::new();
+            hash.update(msg.subject.as_bytes());
+            hash.update([0]);
+            hash.update(id.as_bytes());
+            hex::encode(&hash.finalize()[..16])
+        }
         None => hex::encode(rand::random::<[u8; 16]>()),
     };
     let headers = (msg.headers.iter())
@@ -192,6 +199,15 @@ mod tests {
             def.subject,
             definition(&msg, now()).subject,
             "the same id, the same schedule"
+        );
+        let elsewhere = Message {
+            subject: "orders.other".into(),
+            ..msg.clone()
+        };
+        assert_ne!(
+            def.subject,
+            definition(&elsewhere, now()).subject,
+            "another subject, another schedule"
         );
         assert!(def.subject.starts_with("weir.schedule.once."));
     }
