@@ -190,14 +190,32 @@ async fn a_cron_with_seconds_fires_as_written() {
     create_stream(&client, "SCHED", &["sched.>"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let entry = "\n[[schedule]]\ncron = \"*/2 * * * * *\"\ntime_zone = \"Europe/Berlin\"\nsubject = \"sched.tick.cron\"\n";
-    let host = Host::start(&host_config(&server, &[probe(dir.path(), entry)]))
-        .await
-        .expect("host starts");
+    let mut config = host_config(&server, &[probe(dir.path(), entry)]);
+    config.telemetry.listen = Some("127.0.0.1:0".parse().expect("address"));
+    let host = Host::start(&config).await.expect("host starts");
     assert!(host.refused().is_empty(), "{:?}", host.refused());
     until("three ticks", || async {
         stream_count(&client, "SCHED").await >= 3
     })
     .await;
+    // The forwarder's count of the schedule, on /metrics.
+    let base = format!("http://{}", host.metrics_addr().expect("metrics listen"));
+    let count = |outcome: &'static str| {
+        let base = base.clone();
+        async move {
+            let s = crate::metrics::scrape(&base).await;
+            let labels = [
+                ("schedule", "weir.schedule.plugin.schedule-probe.0"),
+                ("outcome", outcome),
+            ];
+            crate::metrics::value(&s, "weir_schedule_ticks_total", &labels)
+        }
+    };
+    until("three forwarded on /metrics", || async {
+        count("forwarded").await >= 3.0
+    })
+    .await;
+    assert_eq!(count("retried").await, 0.0);
     let mut errors = Vec::new();
     for seq in 1..=3 {
         let tick = stored(&client, "SCHED", seq).await;

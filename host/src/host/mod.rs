@@ -121,6 +121,7 @@ impl Host {
 
         // Schedules (issue 19): every host forwards fired messages, so a
         // `weir pub --in` is delivered whichever hosts run.
+        let mut schedule_counters = None;
         if let Some(js) = sink.jetstream()
             && ctx.features.schedules()
         {
@@ -134,8 +135,11 @@ impl Host {
                 )
                 .await
             };
-            if let Err(e) = forwarding.await {
-                tracing::warn!(error = %format!("{e:#}"), "no schedule forwarder on this host: delayed and periodic messages wait for another");
+            match forwarding.await {
+                Ok(counters) => schedule_counters = Some(counters),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "no schedule forwarder on this host: delayed and periodic messages wait for another")
+                }
             }
         }
 
@@ -280,6 +284,7 @@ impl Host {
             }),
             lag,
             webhooks: webhook_counters,
+            schedules: schedule_counters,
         };
         let _ = served.registry.set(telemetry::metrics::registry(collector));
         served

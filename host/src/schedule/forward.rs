@@ -10,7 +10,8 @@
 //! waits at most [`PULL_EXPIRES`]; messages are forwarded one at a time, in
 //! order: schedules fire seconds apart, not thousands a second.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -39,22 +40,62 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Before a fired message the server could not take is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// What this host's forwarder did, per schedule: its definition's subject,
+/// or `once` for every one-shot together (their subjects are one each).
+#[derive(Debug, Default)]
+pub struct Counters {
+    by_schedule: Mutex<BTreeMap<String, Outcomes>>,
+}
+
+/// One schedule's fired messages on this host.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Published on their subject (and acked).
+    pub forwarded: u64,
+    /// Not taken by the server yet, or refused: NAK'd, tried again.
+    pub retried: u64,
+}
+
+impl Counters {
+    fn count(&self, scheduler: &str, forwarded: bool) {
+        let key = if scheduler.starts_with(&super::once_subject("")) {
+            "once"
+        } else {
+            scheduler
+        };
+        let mut map = self.by_schedule.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(key.to_owned()).or_default();
+        if forwarded {
+            entry.forwarded += 1;
+        } else {
+            entry.retried += 1;
+        }
+    }
+
+    /// Every schedule seen so far and its outcomes.
+    pub fn snapshot(&self) -> Vec<(String, Outcomes)> {
+        let map = self.by_schedule.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
 /// Bind the shared consumer (on a stream [`super::ensure_stream`] made) and
-/// spawn the forwarder on `tasks`, until `stop`.
+/// spawn the forwarder on `tasks`, until `stop`. The counters are live.
 pub async fn spawn(
     js: jetstream::Context,
     sink: Arc<NatsSink>,
     stop: CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<Counters>> {
     let consumer = bind(&js).await?;
     tracing::info!(
         stream = STREAM,
         consumer = DURABLE,
         "schedule forwarder started"
     );
-    tasks.spawn(run(js, consumer, sink, stop));
-    Ok(())
+    let counters = Arc::new(Counters::default());
+    tasks.spawn(run(js, consumer, sink, counters.clone(), stop));
+    Ok(counters)
 }
 
 fn consumer_config() -> jetstream::consumer::pull::Config {
@@ -82,6 +123,7 @@ async fn run(
     js: jetstream::Context,
     mut consumer: PullConsumer,
     sink: Arc<NatsSink>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let pause = || async {
@@ -130,7 +172,7 @@ async fn run(
                 let _ = message.ack_with(AckKind::Nak(None)).await;
                 continue;
             }
-            forward(&js, &sink, message).await;
+            forward(&js, &sink, &counters, message).await;
         }
     }
     tracing::info!(consumer = DURABLE, "schedule forwarder stopped");
@@ -171,7 +213,12 @@ pub fn onward(
 
 /// Forward one fired message, then ack and delete it; NAK it for later when
 /// the publish did not go through.
-async fn forward(js: &jetstream::Context, sink: &NatsSink, message: jetstream::Message) {
+async fn forward(
+    js: &jetstream::Context,
+    sink: &NatsSink,
+    counters: &Counters,
+    message: jetstream::Message,
+) {
     let (seq, fired) = match message.info() {
         Ok(info) => (
             info.stream_sequence,
@@ -200,7 +247,9 @@ async fn forward(js: &jetstream::Context, sink: &NatsSink, message: jetstream::M
         return;
     };
     let subject = out.subject.clone();
+    let scheduler = header(&out.headers, FROM).unwrap_or_default().to_owned();
     if let Err(e) = sink.publish(vec![out], true).await {
+        counters.count(&scheduler, false);
         let why = if is_unavailable(&e) {
             "not taken yet"
         } else {
@@ -213,6 +262,7 @@ async fn forward(js: &jetstream::Context, sink: &NatsSink, message: jetstream::M
         let _ = message.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
         return;
     }
+    counters.count(&scheduler, true);
     if let Err(e) = message.double_ack().await {
         // Published (and stored under its id): a redelivery is stored once.
         tracing::debug!(subject = %subject, seq, error = %e, "schedules: ack not confirmed");
@@ -232,6 +282,34 @@ async fn forward(js: &jetstream::Context, sink: &NatsSink, message: jetstream::M
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_shots_are_counted_together() {
+        let c = Counters::default();
+        c.count("weir.schedule.plugin.r.0", true);
+        c.count("weir.schedule.plugin.r.0", false);
+        c.count("weir.schedule.once.ab12", true);
+        c.count("weir.schedule.once.cd34", true);
+        let got = c.snapshot();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            (
+                "once".into(),
+                Outcomes {
+                    forwarded: 2,
+                    retried: 0
+                }
+            )
+        );
+        assert_eq!(
+            got[1].1,
+            Outcomes {
+                forwarded: 1,
+                retried: 1
+            }
+        );
+    }
 
     #[test]
     fn a_fired_message_goes_on_without_the_machinery() {
