@@ -28,6 +28,9 @@
 //!   from the `WEIR_WEBHOOKS` work queue, signed the Standard Webhooks way,
 //!   retried with backoff, dead-lettered after its attempts.
 //! - [`dlq`]: `weir dlq` — list, show, replay and purge dead letters.
+//! - [`schedule`]: delayed and periodic messages on NATS message schedules —
+//!   `[[schedule]]` definitions written at load, the forwarder of fired
+//!   messages, `Weir-Deliver-In/At` outputs, `weir schedule`.
 //! - [`harness`]: `weir test` — runs a plugin on fixture events without NATS.
 //! - [`cli`]: argument parsing only; [`dev`] and [`telemetry`] (logs, metrics,
 //!   traces) are the edges.
@@ -50,6 +53,7 @@ pub mod policy;
 pub mod roster;
 pub mod sandbox;
 pub mod scaffold;
+pub mod schedule;
 pub mod stats;
 pub mod status;
 pub mod telemetry;

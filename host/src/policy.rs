@@ -26,6 +26,10 @@ const RESERVED_PREFIXES: &[&str] = &[
     // weir's own control subjects: a plugin must not open another's circuit.
     "weir.circuit.",
     "weir.status",
+    // Schedule definitions and fired messages: a plugin delays an output
+    // with Weir-Deliver-In/At, its subject checked as any other's.
+    "weir.schedule.",
+    "weir.due.",
 ];
 
 #[derive(Debug, Clone)]
@@ -83,7 +87,15 @@ impl OutputPolicy {
                 return bad(format!("header {name:?} has a line break in its value"));
             }
         }
+        // A delayed output (issue 19): a bad delivery header fails the event.
+        let delayed = match crate::schedule::delay::due(&msg.headers, chrono::Utc::now()) {
+            Ok(due) => due.is_some(),
+            Err(e) => return bad(e),
+        };
         if reply_to == Some(msg.subject.as_str()) {
+            if delayed {
+                return bad("a reply cannot be delayed".into());
+            }
             return Ok(());
         }
         let forbidden = |why: &str| {
@@ -186,6 +198,35 @@ mod tests {
         assert_eq!(
             kind(p.check(&msg("_INBOX.abc", "x"), Some("_INBOX.abc"), 0, 0)),
             None
+        );
+    }
+
+    #[test]
+    fn delayed_outputs_are_checked_like_any_other() {
+        let p = OutputPolicy {
+            granted: Some(vec!["orders.>".into()]),
+            ..policy()
+        };
+        let later = |subject: &str, value: &str| Message {
+            headers: vec![("Weir-Deliver-In".into(), value.into())],
+            ..msg(subject, "x")
+        };
+        assert_eq!(kind(p.check(&later("orders.x", "1h"), None, 0, 0)), None);
+        assert_eq!(
+            kind(p.check(&later("billing.x", "1h"), None, 0, 0)),
+            Some(FailureKind::ForbiddenPublish)
+        );
+        assert_eq!(
+            kind(p.check(&later("orders.x", "soon"), None, 0, 0)),
+            Some(FailureKind::BadOutput)
+        );
+        assert_eq!(
+            kind(p.check(&later("_INBOX.1", "1h"), Some("_INBOX.1"), 0, 0)),
+            Some(FailureKind::BadOutput)
+        );
+        assert_eq!(
+            kind(p.check(&msg("weir.schedule.once.x", "x"), None, 0, 0)),
+            Some(FailureKind::ForbiddenPublish)
         );
     }
 

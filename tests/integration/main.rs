@@ -58,6 +58,8 @@ mod metrics;
 mod neighbours;
 /// Order per key with order_by: one event of a key at a time, in stream order (issue 18).
 mod ordering;
+/// Issue 19: periodic and delayed events on NATS message schedules.
+mod schedules;
 /// Server URLs: lists, a cluster with a node down, credentials kept out of logs.
 mod servers;
 /// SIGTERM hands every delivery back and exits, spinning guests or not.

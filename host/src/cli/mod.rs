@@ -7,6 +7,7 @@
 //! - [`up`]: `weir up`.
 //! - [`test`]: `weir test`; [`bench`]: `weir bench`.
 //! - [`pubsub`]: `weir pub` and `weir sub`.
+//! - [`schedule`]: `weir schedule list|add|rm`, and `weir pub --in/--at`.
 //! - [`dlq`]: `weir dlq list|show|replay|purge`.
 //! - [`cache`]: `weir cache [prune|clear]`.
 //! - [`circuit`]: `weir pause`, `weir resume`, `weir status`.
@@ -35,6 +36,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod ps;
 pub mod pubsub;
+pub mod schedule;
 pub mod test;
 pub mod up;
 
@@ -71,6 +73,8 @@ pub enum Command {
     Pub(PubArgs),
     /// Print messages arriving on a subject.
     Sub(SubArgs),
+    /// The schedules NATS keeps for weir: list, add, remove.
+    Schedule(schedule::ScheduleArgs),
     /// Generate signing keys for grants and producer tokens.
     Keys(crate::auth::commands::KeysArgs),
     /// Sign or verify a plugin's grant (grant.jwt in its bundle).
@@ -164,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::bench(args, global).await,
         Command::Pub(args) => pubsub::publish(args, global).await,
         Command::Sub(args) => pubsub::subscribe(args, global).await,
+        Command::Schedule(args) => schedule::schedule(args, global).await,
         Command::Keys(args) => crate::auth::commands::keys(args, global.json),
         Command::Grant(args) => {
             crate::auth::commands::grant(args, global.config.as_deref(), global.json)

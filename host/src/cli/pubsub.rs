@@ -34,6 +34,13 @@ pub struct PubArgs {
     /// Reply timeout for --request.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Deliver later (10m, 1h 30m): stored now as a one-shot schedule in
+    /// WEIR_SCHEDULES, published on SUBJECT when due, on the whole second.
+    #[arg(long = "in", value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with_all = ["at", "request"])]
+    pub delay: Option<Duration>,
+    /// Deliver at this time (RFC 3339, such as 2026-12-24T18:00:00Z), as --in.
+    #[arg(long, value_name = "TIME", conflicts_with = "request")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +70,21 @@ pub async fn publish(args: PubArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     }
     let headers = transport::to_header_map(&pairs)?;
     let client = connect_cli(global).await?;
+    if args.delay.is_some() || args.at.is_some() {
+        let payloads = (1..=args.count)
+            .map(|n| payload_for(&args.payload, n))
+            .collect();
+        let when = (args.delay, args.at.as_deref());
+        return super::schedule::publish_later(
+            &client,
+            &args.subject,
+            payloads,
+            pairs,
+            when,
+            global.json,
+        )
+        .await;
+    }
     let mut out = std::io::stdout().lock();
     let mut error_replies = 0u64;
     let mut noted_stream_ack = false;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::auth::PluginAuth;
 use super::circuit::CircuitConfig;
+use super::schedule::ScheduleEntry;
 use super::{ConfigError, is_plugin_name, is_stream_name, parse_toml};
 use crate::event::is_subscribe_subject;
 /// `plugin.toml`: one plugin's manifest, beside its `.wasm`.
@@ -39,6 +40,10 @@ pub struct Manifest {
     /// HTTP gateway is POSTed, when its request named no `Weir-Callback`.
     #[serde(default)]
     pub webhook: Option<WebhookTarget>,
+    /// `[[schedule]]`: ticks the NATS server publishes on a schedule (the
+    /// [`crate::schedule`] module writes their definitions at load).
+    #[serde(default)]
+    pub schedule: Vec<ScheduleEntry>,
 }
 
 /// `[webhook]` in plugin.toml.
@@ -359,6 +364,7 @@ impl Manifest {
         if let Some(circuit) = &self.circuit {
             circuit.validate(path)?;
         }
+        super::schedule::validate(&self.schedule, path)?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ mod http;
 mod locate;
 mod manifest;
 mod order;
+mod schedule;
 mod servers;
 mod telemetry;
 
@@ -24,6 +25,7 @@ pub use host::*;
 pub use http::HttpConfig;
 pub use manifest::*;
 pub use order::OrderBy;
+pub use schedule::{ScheduleEntry, Spec, ceil_second, parse_every, parse_instant};
 pub use servers::{BadServerUrl, ServerUrls, redact_url};
 pub use telemetry::TelemetryConfig;
 

@@ -119,6 +119,30 @@ impl Host {
             jetstream::ensure_streams(js, &streams).await?;
         }
 
+        // Schedules (issue 19): every host forwards fired messages, so a
+        // `weir pub --in` is delivered whichever hosts run.
+        let mut schedule_counters = None;
+        if let Some(js) = sink.jetstream()
+            && ctx.features.schedules()
+        {
+            let forwarding = async {
+                crate::schedule::ensure_stream(js).await?;
+                crate::schedule::forward::spawn(
+                    js.clone(),
+                    sink.clone(),
+                    ctx.stop.clone(),
+                    &ctx.feeders,
+                )
+                .await
+            };
+            match forwarding.await {
+                Ok(counters) => schedule_counters = Some(counters),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "no schedule forwarder on this host: delayed and periodic messages wait for another")
+                }
+            }
+        }
+
         let mut webhook_counters = None;
         let http_addr = match &config.http {
             Some(http) => {
@@ -260,6 +284,7 @@ impl Host {
             }),
             lag,
             webhooks: webhook_counters,
+            schedules: schedule_counters,
         };
         let _ = served.registry.set(telemetry::metrics::registry(collector));
         served

@@ -158,6 +158,13 @@ impl Swapper {
         if self.ctx.stop.is_cancelled() {
             return Err("the host is stopping".into());
         }
+        // Its `[[schedule]]` entries written, stale ones removed (issue 19).
+        crate::schedule::sync::sync_plugin(
+            self.sink.jetstream(),
+            self.ctx.features,
+            &plugin.manifest,
+        )
+        .await?;
         let running =
             (self.slots().get(&name)).map(|s| (s.origin.clone(), s.wired.current.borrow().clone()));
         let Some((was, old)) = running else {

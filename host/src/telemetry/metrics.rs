@@ -75,6 +75,8 @@ pub struct HostCollector {
     pub lag: Arc<LagBoard>,
     /// This host's webhook deliverer, when it runs one.
     pub webhooks: Option<Arc<crate::webhook::Counters>>,
+    /// This host's schedule forwarder, when it runs one.
+    pub schedules: Option<Arc<crate::schedule::forward::Counters>>,
 }
 
 /// Counters per plugin: (name without `_total`, help, which atomic).
@@ -203,6 +205,7 @@ impl Collector for HostCollector {
         self.encode_lag(&mut encoder)?;
         self.encode_sandbox(&mut encoder)?;
         self.encode_webhooks(&mut encoder)?;
+        self.encode_schedules(&mut encoder)?;
         let mut info = encoder.encode_descriptor(
             "weir_plugin",
             "A loaded plugin: its version and wasm SHA-256.",
@@ -366,6 +369,26 @@ impl HostCollector {
                     ("consumer", s.consumer.as_str()),
                 ];
                 ConstGauge::new(pick(last) as i64).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What this host's schedule forwarder did, per schedule and outcome.
+    fn encode_schedules(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(c) = &self.schedules else {
+            return Ok(());
+        };
+        let mut metric = encoder.encode_descriptor(
+            "weir_schedule_ticks",
+            "Fired schedule messages this host forwarded to their subjects (forwarded) or NAK'd to try again (retried), per schedule (one-shots together as once).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (schedule, o) in c.snapshot() {
+            for (outcome, n) in [("forwarded", o.forwarded), ("retried", o.retried)] {
+                let labels = [("schedule", schedule.as_str()), ("outcome", outcome)];
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
             }
         }
         Ok(())

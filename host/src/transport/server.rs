@@ -22,6 +22,14 @@ pub const CURRENT: Version = Version(2, 11, 0);
 /// the server, for every host.
 pub const CONSUMER_PAUSE: Version = Version(2, 11, 0);
 
+/// Message schedules, one-shot (`Nats-Schedule: @at`): `weir pub --in`,
+/// handlers' follow-ups.
+pub const SCHEDULE_AT: Version = Version(2, 12, 0);
+
+/// Recurring message schedules: `@every`, 6-field cron, time zones
+/// (`[[schedule]]` in plugin.toml).
+pub const SCHEDULE_RECURRING: Version = Version(2, 14, 0);
+
 /// TLS before the INFO line (`tls_first` / `handshake_first`).
 pub const TLS_FIRST: Version = Version(2, 10, 4);
 
@@ -72,6 +80,16 @@ impl Features {
     /// Whether the server pauses consumers (`pause_until`).
     pub fn consumer_pause(&self) -> bool {
         self.version >= CONSUMER_PAUSE
+    }
+
+    /// Whether the server runs one-shot message schedules (`@at`).
+    pub fn schedules(&self) -> bool {
+        self.version >= SCHEDULE_AT
+    }
+
+    /// Whether the server runs `@every` and cron schedules.
+    pub fn recurring_schedules(&self) -> bool {
+        self.version >= SCHEDULE_RECURRING
     }
 
     /// What works differently on this server than on a current one, one

@@ -107,6 +107,43 @@ impl NatsSink {
         self.streams.captures(js, subject).await
     }
 
+    /// Store one-shot definitions in the schedules stream, confirmed
+    /// (pipelined as outputs are).
+    async fn publish_delayed(&self, later: Vec<crate::schedule::Definition>) -> anyhow::Result<()> {
+        let Some(js) = &self.jetstream else {
+            bail!(
+                "a delayed output (Weir-Deliver-In/At) needs JetStream, which the NATS server has not"
+            );
+        };
+        let mut acks = Vec::new();
+        for def in later {
+            let msg = def.to_message();
+            let headers = to_header_map(&msg.headers)?;
+            let ack = js
+                .publish_with_headers(msg.subject, headers, msg.payload)
+                .await
+                .map_err(classify)
+                .with_context(|| format!("cannot schedule the output to {:?}", def.target))?;
+            acks.push((def.target, ack));
+        }
+        for (target, ack) in acks {
+            let ack = ack.await.map_err(classify).with_context(|| {
+                format!(
+                    "the delayed output to {target:?} was not stored (is there a {} stream?)",
+                    crate::schedule::STREAM
+                )
+            })?;
+            if ack.stream != crate::schedule::STREAM {
+                bail!(
+                    "the delayed output to {target:?} went to stream {:?}, not {}",
+                    ack.stream,
+                    crate::schedule::STREAM
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn publish_core(&self, msg: Message) -> anyhow::Result<()> {
         let headers = to_header_map(&msg.headers)?;
         let subject = msg.subject;
@@ -119,6 +156,11 @@ impl NatsSink {
 
 impl Sink for NatsSink {
     async fn publish(&self, outputs: Vec<Message>, confirm: bool) -> anyhow::Result<()> {
+        // Outputs with Weir-Deliver-In/At go out as one-shot schedules.
+        let (outputs, later) = crate::schedule::delay::split(outputs, chrono::Utc::now())?;
+        if !later.is_empty() {
+            self.publish_delayed(later).await?;
+        }
         let js = match &self.jetstream {
             Some(js) if confirm => js,
             _ => {
