@@ -88,10 +88,10 @@ impl OutputPolicy {
             }
         }
         // A delayed output (issue 19): a bad delivery header fails the event.
-        let delayed = match crate::schedule::delay::due(&msg.headers, chrono::Utc::now()) {
-            Ok(due) => due.is_some(),
-            Err(e) => return bad(e),
-        };
+        let delayed = crate::schedule::delay::is_delayed(&msg.headers);
+        if delayed && let Err(e) = crate::schedule::delay::due(&msg.headers, chrono::Utc::now()) {
+            return bad(e);
+        }
         if reply_to == Some(msg.subject.as_str()) {
             if delayed {
                 return bad("a reply cannot be delayed".into());

@@ -88,7 +88,13 @@ fn by_payload(outputs: &[async_nats::Message]) -> HashMap<String, Vec<String>> {
 /// attempt), 1,000 dead letters of kind `reject`, the plugin handed 11,000
 /// events in all (the retried ones twice) in far fewer calls, no call
 /// split, nothing settled twice, the consumer idle.
-async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
+async fn every_fate_exact(
+    Lane {
+        plugin,
+        stream,
+        prefix,
+    }: Lane,
+) {
     const N: usize = 10_000;
     let server = NatsServer::start();
     let client = server.client().await;
@@ -172,13 +178,13 @@ async fn every_fate_exact(plugin: &str, stream: &str, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_batches_settle_every_event_on_its_own() {
-    every_fate_exact(RUST.plugin, RUST.stream, RUST.prefix).await;
+    every_fate_exact(RUST).await;
 }
 
 /// The same through the Python SDK's `handle_batch` (plugins/batch-python).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_batches_settle_every_event_on_its_own() {
-    every_fate_exact(PYTHON.plugin, PYTHON.stream, PYTHON.prefix).await;
+    every_fate_exact(PYTHON).await;
 }
 
 /// A batch test plugin: its folder, stream and subject prefix.

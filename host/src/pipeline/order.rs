@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::serve::{Delivery, Inbound, Settle};
-use crate::config::{DeliveryMode, OrderBy};
+use crate::config::OrderBy;
 use crate::event::{Failure, FailureKind, subject_matches};
 use crate::plugin::{Plugin, Stats};
 
@@ -142,14 +142,10 @@ pub async fn lanes<D: Delivery>(
     stop: CancellationToken,
 ) {
     // A JetStream event belongs to the subscription of its stream whose
-    // subject it matches.
+    // subject it matches (`order_by` is refused at load on core ones).
     let orders: Vec<(String, Option<String>, Option<OrderBy>)> = (plugin.manifest.subscribe)
         .iter()
-        .map(|s| {
-            let ordered = s.mode == DeliveryMode::Jetstream;
-            let order = s.order_by.clone().filter(|_| ordered);
-            (s.subject.clone(), s.stream.clone(), order)
-        })
+        .map(|s| (s.subject.clone(), s.stream.clone(), s.order_by.clone()))
         .collect();
     let stats = plugin.stats.clone();
     let (free, mut freed) = mpsc::unbounded_channel::<Freed>();

@@ -32,6 +32,14 @@ pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 /// definition is stored, publish latency included.
 const SLACK: Duration = Duration::from_millis(100);
 
+/// Whether `headers` ask for a delayed delivery (one scan, no clock read:
+/// the check every output pays).
+pub fn is_delayed(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(DELIVER_IN) || k.eq_ignore_ascii_case(DELIVER_AT))
+}
+
 /// When a message with these headers is to be delivered: `None` without a
 /// delivery header; an error naming the header for a bad value.
 pub fn due(
@@ -116,8 +124,12 @@ pub fn definition(msg: &Message, at: DateTime<Utc>) -> Definition {
 /// is the transport's own check).
 pub fn split(
     outputs: Vec<Message>,
-    now: DateTime<Utc>,
+    now: impl FnOnce() -> DateTime<Utc>,
 ) -> anyhow::Result<(Vec<Message>, Vec<Definition>)> {
+    if !outputs.iter().any(|m| is_delayed(&m.headers)) {
+        return Ok((outputs, Vec::new()));
+    }
+    let now = now();
     let mut at_once = Vec::with_capacity(outputs.len());
     let mut later = Vec::new();
     for msg in outputs {

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::{DUE, FIRED_AT, FROM, MSG_ID, STREAM, is_machinery, stored_time};
 use crate::event::{Message, header};
 use crate::pipeline::{Sink, is_unavailable};
-use crate::transport::{NatsSink, from_header_map};
+use crate::transport::{NatsSink, durable, from_header_map};
 
 /// The consumer every host's forwarder shares.
 pub const DURABLE: &str = "weir-schedules";
@@ -87,7 +86,7 @@ pub async fn spawn(
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<Counters>> {
-    let consumer = bind(&js).await?;
+    let consumer = durable::bind(&js, STREAM, &consumer_config(), "schedules").await?;
     tracing::info!(
         stream = STREAM,
         consumer = DURABLE,
@@ -110,15 +109,6 @@ fn consumer_config() -> jetstream::consumer::pull::Config {
     }
 }
 
-async fn bind(js: &jetstream::Context) -> anyhow::Result<PullConsumer> {
-    js.get_stream(STREAM)
-        .await
-        .with_context(|| format!("schedules: no stream {STREAM:?}"))?
-        .create_consumer(consumer_config())
-        .await
-        .with_context(|| format!("schedules: cannot create consumer {DURABLE:?} on {STREAM:?}"))
-}
-
 async fn run(
     js: jetstream::Context,
     mut consumer: PullConsumer,
@@ -126,12 +116,6 @@ async fn run(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let pause = || async {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
-            _ = stop.cancelled() => false,
-        }
-    };
     'pull: while !stop.is_cancelled() {
         let pulled = consumer
             .batch()
@@ -143,19 +127,13 @@ async fn run(
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(consumer = DURABLE, error = %e, "schedules: cannot pull; binding the consumer again in 1 s");
-                loop {
-                    if !pause().await {
-                        break 'pull;
+                let config = consumer_config();
+                match durable::bind_again(&js, STREAM, &config, "schedules", &stop).await {
+                    Some(bound) => {
+                        consumer = bound;
+                        continue 'pull;
                     }
-                    match bind(&js).await {
-                        Ok(bound) => {
-                            consumer = bound;
-                            continue 'pull;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "schedules: cannot bind the consumer; retrying in 1 s")
-                        }
-                    }
+                    None => break 'pull,
                 }
             }
         };

@@ -6,6 +6,7 @@
 pub mod circuit;
 mod connection;
 pub mod core;
+pub mod durable;
 pub mod jetstream;
 pub mod lag;
 pub mod server;

@@ -157,7 +157,7 @@ impl NatsSink {
 impl Sink for NatsSink {
     async fn publish(&self, outputs: Vec<Message>, confirm: bool) -> anyhow::Result<()> {
         // Outputs with Weir-Deliver-In/At go out as one-shot schedules.
-        let (outputs, later) = crate::schedule::delay::split(outputs, chrono::Utc::now())?;
+        let (outputs, later) = crate::schedule::delay::split(outputs, chrono::Utc::now)?;
         if !later.is_empty() {
             self.publish_delayed(later).await?;
         }

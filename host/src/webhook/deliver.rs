@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt as _;
 use tokio::sync::Semaphore;
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::attempt::{self, Shared};
 use super::http::Poster;
 use super::{Counters, DURABLE, MAX_IN_FLIGHT, STREAM, Settings};
+use crate::transport::durable;
 
 /// How long one pull waits on the server for jobs; also the longest stop
 /// waits for the pull under way.
@@ -60,7 +61,7 @@ pub async fn spawn(
     }
     let poster = Poster::new(settings.timeout)?;
     let config = consumer_config(&settings);
-    let consumer = bind(&js, &config).await?;
+    let consumer = durable::bind(&js, STREAM, &config, "webhooks").await?;
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         js: js.clone(),
@@ -93,21 +94,6 @@ fn consumer_config(settings: &Settings) -> jetstream::consumer::pull::Config {
     }
 }
 
-/// Create the consumer, or bring an existing one in line with `config`.
-async fn bind(
-    js: &jetstream::Context,
-    config: &jetstream::consumer::pull::Config,
-) -> anyhow::Result<PullConsumer> {
-    let stream = js
-        .get_stream(STREAM)
-        .await
-        .with_context(|| format!("webhooks: no stream {STREAM:?} (ensure_stream creates it)"))?;
-    stream
-        .create_consumer(config.clone())
-        .await
-        .with_context(|| format!("webhooks: cannot create consumer {DURABLE:?} on {STREAM:?}"))
-}
-
 async fn run(
     js: jetstream::Context,
     config: jetstream::consumer::pull::Config,
@@ -117,12 +103,6 @@ async fn run(
     tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let pause = || async {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
-            _ = stop.cancelled() => false,
-        }
-    };
     'pull: loop {
         // One free slot at least before asking for anything.
         let first = tokio::select! {
@@ -144,19 +124,12 @@ async fn run(
             Err(e) => {
                 tracing::warn!(consumer = DURABLE, error = %e, "webhooks: cannot pull; binding the consumer again in 1 s");
                 drop(first);
-                loop {
-                    if !pause().await {
-                        break 'pull;
+                match durable::bind_again(&js, STREAM, &config, "webhooks", &stop).await {
+                    Some(bound) => {
+                        consumer = bound;
+                        continue 'pull;
                     }
-                    match bind(&js, &config).await {
-                        Ok(bound) => {
-                            consumer = bound;
-                            continue 'pull;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "webhooks: cannot bind the consumer; retrying in 1 s");
-                        }
-                    }
+                    None => break 'pull,
                 }
             }
         };
